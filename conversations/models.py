@@ -1,0 +1,98 @@
+from django.conf import settings
+from django.db import models
+from django.db.models.functions import Length
+from django.db.models.lookups import LessThanOrEqual
+from django.utils import timezone
+
+from .ids import uuid7
+
+TITLE_MAX_LENGTH = 200
+CONTENT_MAX_LENGTH = 10_000
+
+
+class Role(models.TextChoices):
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class Conversation(models.Model):
+    """A chat between one user and the assistant; the user owns it and all its messages."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    # Indexed as the leading column of the composite indexes below; a lone index would be
+    # redundant and one more to maintain on every append.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="conversations",
+        db_index=False,
+    )
+    title = models.CharField(max_length=TITLE_MAX_LENGTH, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Time of the latest activity: an append moves it to the message's created_at.
+    updated_at = models.DateTimeField(default=timezone.now)
+    # Also the sequence number of the latest message: appends assign message_count + 1.
+    message_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        indexes = [
+            # The list endpoint: a user's conversations, newest activity first (or last,
+            # scanning backwards), with the id as the keyset tie-breaker.
+            models.Index(
+                fields=["user", "-updated_at", "-id"],
+                name="conversation_user_updated_idx",
+            ),
+            models.Index(fields=["user", "created_at", "id"], name="conversation_user_created_idx"),
+        ]
+        constraints = [
+            # Referenced by the (conversation_id, user_id) foreign key of Message, which makes
+            # the database reject a message whose user is not its conversation's user.
+            models.UniqueConstraint(fields=["id", "user"], name="conversation_id_user_uniq"),
+            models.CheckConstraint(
+                condition=LessThanOrEqual(Length("title"), TITLE_MAX_LENGTH),
+                name="conversation_title_max_length",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or str(self.id)
+
+
+class Message(models.Model):
+    """One turn of a conversation, ordered by ``seq``, its position in append order."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    # Indexed as the leading column of the (conversation, seq) unique constraint.
+    conversation = models.ForeignKey(
+        Conversation,
+        on_delete=models.CASCADE,
+        related_name="messages",
+        db_index=False,
+    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messages")
+    # Assigned under the conversation's row lock, so append order never depends on the
+    # clock's resolution: two messages in the same microsecond still have distinct seqs.
+    seq = models.PositiveIntegerField(editable=False)
+    role = models.CharField(max_length=16, choices=Role.choices)
+    # NULL and "" differ: an assistant turn that only calls tools has no content at all.
+    content = models.TextField(null=True, blank=True)  # noqa: DJ001
+    tool_calls = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            # Also the index for "messages of one conversation in order", both directions.
+            models.UniqueConstraint(fields=["conversation", "seq"], name="message_conversation_seq_uniq"),
+            models.CheckConstraint(condition=models.Q(role__in=Role.values), name="message_role_valid"),
+            models.CheckConstraint(
+                condition=LessThanOrEqual(Length("content"), CONTENT_MAX_LENGTH),
+                name="message_content_max_length",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["conversation", "created_at"], name="message_conversation_time_idx"),
+            models.Index(fields=["conversation", "role", "seq"], name="message_conversation_role_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} message {self.seq} of {self.conversation_id}"

@@ -1,0 +1,110 @@
+"""Indexes and migrations, read back from the database's own catalog."""
+
+import random
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from accounts.models import User
+from conversations.models import Conversation, Message
+
+from .factories import ConversationFactory
+
+pytestmark = pytest.mark.django_db
+
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="EXPLAIN plans are PostgreSQL's"
+)
+
+# Every query pattern the API makes, as (table, leading columns an index must start with).
+QUERY_PATTERNS = {
+    "a user's conversations by latest activity": ("conversations_conversation", ["user_id", "updated_at"]),
+    "a user's conversations by creation": ("conversations_conversation", ["user_id", "created_at"]),
+    "a conversation by id and owner": ("conversations_conversation", ["id", "user_id"]),
+    "a conversation's messages in append order": ("conversations_message", ["conversation_id", "seq"]),
+    "a conversation's messages by time range": ("conversations_message", ["conversation_id", "created_at"]),
+    "a conversation's messages of one role": ("conversations_message", ["conversation_id", "role", "seq"]),
+    "a user's messages (cascade, export)": ("conversations_message", ["user_id"]),
+}
+
+
+def index_columns(table: str) -> list[list[str]]:
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, table)
+    return [c["columns"] for c in constraints.values() if c["index"] or c["unique"] or c["primary_key"]]
+
+
+@pytest.mark.parametrize("pattern", QUERY_PATTERNS)
+def test_an_index_serves_every_query_pattern(pattern):
+    table, leading = QUERY_PATTERNS[pattern]
+    assert any(columns[: len(leading)] == leading for columns in index_columns(table)), index_columns(table)
+
+
+def table_names() -> set[str]:
+    with connection.cursor() as cursor:
+        return set(connection.introspection.table_names(cursor))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrations_roll_back_to_zero_and_reapply():
+    call_command("migrate", "conversations", "zero", verbosity=0)
+    assert not {"conversations_conversation", "conversations_message"} & table_names()
+
+    call_command("migrate", "conversations", verbosity=0)
+    assert {"conversations_conversation", "conversations_message"} <= table_names()
+
+    # The hand-written user-match constraint came back with the tables.
+    conversation = ConversationFactory.create()
+    stranger = User.objects.create(username="stranger")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Message.objects.create(conversation=conversation, user=stranger, seq=1, role="user", content="x")
+
+
+@pytest.fixture
+def large_history():
+    """Enough rows that the planner's choice of an index over a sequential scan means something:
+    200 users, 4,000 conversations, 40,000 messages."""
+    rng = random.Random(7)
+    users = User.objects.bulk_create(User(username=f"load{n}") for n in range(200))
+    now = timezone.now()
+    conversations = Conversation.objects.bulk_create(
+        Conversation(user=users[n % len(users)], updated_at=now - timedelta(minutes=rng.randrange(100_000)))
+        for n in range(4_000)
+    )
+    Message.objects.bulk_create(
+        (
+            Message(
+                conversation=c, user_id=c.user_id, seq=seq, role="user", content="x" * rng.randrange(20, 400)
+            )
+            for c in conversations
+            for seq in range(1, 11)
+        ),
+        batch_size=5_000,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE conversations_conversation")
+        cursor.execute("ANALYZE conversations_message")
+    return conversations
+
+
+def assert_index_plan(queryset) -> None:
+    plan = queryset.explain()
+    assert "Index" in plan, plan
+    assert "Seq Scan" not in plan, plan
+
+
+@postgresql_only
+def test_history_query_is_an_index_scan(large_history):
+    conversation = large_history[1234]
+    assert_index_plan(Message.objects.filter(conversation=conversation).order_by("-seq")[:50])
+    assert_index_plan(Message.objects.filter(conversation=conversation).order_by("seq")[:50])
+
+
+@postgresql_only
+def test_conversation_list_query_is_an_index_scan(large_history):
+    user_id = large_history[42].user_id
+    assert_index_plan(Conversation.objects.filter(user_id=user_id).order_by("-updated_at", "-id")[:20])
+    assert_index_plan(Conversation.objects.filter(user_id=user_id).order_by("created_at", "id")[:20])
