@@ -1,6 +1,23 @@
+from django.conf import settings
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from config import errors, health
 
 urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("api/v1/auth/", include("accounts.urls")),
+    path("api/v1/", include("conversations.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("admin/", admin.site.urls),
 ]
+
+if settings.DEBUG:
+    # Session login for the browsable API, a development aid only.
+    urlpatterns.append(path("api-auth/", include("rest_framework.urls")))
+
+# Anything else under /api/ is a JSON 404, also with DEBUG on (whose 404 page is HTML).
+urlpatterns.append(re_path(r"^api/", errors.api_not_found))

@@ -5,6 +5,7 @@ server. A ``postgres://`` URL switches to PostgreSQL through psycopg 3 with Djan
 connection pool.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import django_stubs_ext
@@ -17,6 +18,8 @@ django_stubs_ext.monkeypatch()
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env")
 
 INSECURE_DEFAULT_SECRET_KEY = "django-insecure-local-development-key-do-not-deploy"  # noqa: S105
 
@@ -34,12 +37,18 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "accounts",
     "conversations",
 ]
 
 MIDDLEWARE = [
+    "config.middleware.RequestIdMiddleware",
+    "config.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -114,6 +123,83 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Serve the browsable API's and Swagger UI's assets straight from the installed packages,
+# with DEBUG off too and without a collectstatic step; no CDN is ever involved.
+WHITENOISE_USE_FINDERS = True
+
+# Largest request body accepted; larger ones get 413 before they are read.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+
+ALLOW_REGISTRATION = env.bool("DJANGO_ALLOW_REGISTRATION", default=True)
+
+
+def throttle_rate(name: str, default: str) -> str | None:
+    """A DRF rate string from the environment; ``none`` switches the throttle off."""
+    rate: str = env.str(name, default=default)
+    return None if rate.strip().lower() == "none" else rate
+
+
+REST_FRAMEWORK = {
+    # JWT first: DRF answers 401 with its WWW-Authenticate header only for the first class.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.JWTAuthentication",
+        *(["rest_framework.authentication.SessionAuthentication"] if DEBUG else []),
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        *(["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
+    ],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.UserRateThrottle",
+        "rest_framework.throttling.AnonRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": throttle_rate("API_THROTTLE_USER", "1200/minute"),
+        "anon": throttle_rate("API_THROTTLE_ANON", "60/minute"),
+    },
+    "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # The contract's timestamps: UTC, always with microseconds.
+    "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%S.%fZ",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+
+SIMPLE_JWT = {
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": env.str("JWT_SIGNING_KEY", default=SECRET_KEY),
+    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env.int("JWT_ACCESS_TOKEN_LIFETIME", default=15 * 60)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(seconds=env.int("JWT_REFRESH_TOKEN_LIFETIME", default=7 * 24 * 3600)),
+    "ROTATE_REFRESH_TOKENS": env.bool("JWT_ROTATE_REFRESH_TOKENS", default=False),
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "USER_ID_FIELD": "id",
+    "USER_ID_CLAIM": "user_id",
+    "UPDATE_LAST_LOGIN": False,
+}
+
+# Tokens of another service's identity provider; refused unless a key is configured.
+JWT_EXTERNAL = {
+    "KEY": env.str("JWT_EXTERNAL_KEY", default="") or None,
+    "ALGORITHM": env.str("JWT_EXTERNAL_ALGORITHM", default="HS256"),
+    "ISSUER": env.str("JWT_EXTERNAL_ISSUER", default="") or None,
+    "AUDIENCE": env.str("JWT_EXTERNAL_AUDIENCE", default="") or None,
+    "USER_ID_CLAIM": env.str("JWT_EXTERNAL_USER_ID_CLAIM", default="sub"),
+    "LEEWAY_SECONDS": 30,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Conversation history API",
+    "DESCRIPTION": "Stores the conversations between users and an AI assistant.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
 
 LOGGING = {
     "version": 1,
