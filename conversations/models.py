@@ -96,3 +96,30 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} message {self.seq} of {self.conversation_id}"
+
+
+class IdempotencyKey(models.Model):
+    """An ``Idempotency-Key`` a user sent with an append, and what that append created.
+
+    ``message_id`` is a plain UUID rather than a foreign key on purpose: a foreign key to
+    Message would stop Django from deleting a conversation's messages with one DELETE
+    (it would load them to cascade). The row goes away with its conversation instead.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    key = models.CharField(max_length=255)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="+")
+    # SHA-256 of the request body in canonical JSON: a reused key must come with the same body.
+    fingerprint = models.CharField(max_length=64)
+    message_id = models.UUIDField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_user_key_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return self.key

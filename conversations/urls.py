@@ -1,3 +1,13 @@
-from django.urls import URLPattern
+from rest_framework.routers import DefaultRouter
 
-urlpatterns: list[URLPattern] = []
+from .views import ConversationViewSet, MessageViewSet
+
+router = DefaultRouter()
+router.register("conversations", ConversationViewSet, basename="conversation")
+router.register(
+    r"conversations/(?P<conversation_pk>[^/.]+)/messages",
+    MessageViewSet,
+    basename="conversation-message",
+)
+
+urlpatterns = router.urls

@@ -5,6 +5,7 @@ server. A ``postgres://`` URL switches to PostgreSQL through psycopg 3 with Djan
 connection pool.
 """
 
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -123,6 +124,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Docker images collect static files; development serves them from the packages (below),
+# so the missing directory is expected there.
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 # Serve the browsable API's and Swagger UI's assets straight from the installed packages,
 # with DEBUG off too and without a collectstatic step; no CDN is ever involved.
 WHITENOISE_USE_FINDERS = True

@@ -1,0 +1,46 @@
+from datetime import UTC, datetime
+from typing import Any
+
+from django import forms
+from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
+
+from .models import Conversation, Message, Role
+
+
+class UtcDateTimeField(IsoDateTimeField):
+    """ISO 8601; no offset means UTC. A value that cannot be placed in UTC is invalid."""
+
+    def to_python(self, value: Any) -> datetime | None:
+        parsed = super().to_python(value)
+        if parsed is None:
+            return None
+        try:
+            return parsed.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise forms.ValidationError("Enter a valid date/time.", code="invalid") from None
+
+
+class UtcDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
+
+
+class ConversationFilter(filters.FilterSet):
+    created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gt")
+    created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    updated_after = UtcDateTimeFilter(field_name="updated_at", lookup_expr="gt")
+    updated_before = UtcDateTimeFilter(field_name="updated_at", lookup_expr="lt")
+
+    class Meta:
+        model = Conversation
+        fields: list[str] = []
+
+
+class MessageFilter(filters.FilterSet):
+    role = filters.ChoiceFilter(choices=Role.choices)
+    created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gt")
+    created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Message
+        fields: list[str] = []

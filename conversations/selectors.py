@@ -1,0 +1,89 @@
+"""Reads. The REST views and the AI agent call these same functions.
+
+Every query is scoped by the acting ``user``; another user's conversation is
+indistinguishable from a missing one (``Conversation.DoesNotExist``).
+"""
+
+import uuid
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db.models import QuerySet
+
+from accounts.models import User
+
+from .models import Conversation, Message
+
+HISTORY_DEFAULT_LIMIT = 50
+HISTORY_MAX_LIMIT = 500
+
+ChatMessage = dict[str, Any]
+
+
+def conversation_list(*, user: User) -> QuerySet[Conversation]:
+    return Conversation.objects.filter(user=user)
+
+
+def conversation_get(*, user: User, conversation_id: uuid.UUID | str) -> Conversation:
+    return conversation_list(user=user).get(pk=conversation_id)
+
+
+def message_list(*, user: User, conversation_id: uuid.UUID | str) -> QuerySet[Message]:
+    """The conversation's messages in append order.
+
+    The query alone does not tell an empty conversation from one that is not the user's:
+    callers that found no rows call ``ensure_conversation`` then, which keeps the common
+    case to one query.
+    """
+    return Message.objects.filter(conversation_id=conversation_id, user=user).order_by("seq")
+
+
+def ensure_conversation(*, user: User, conversation_id: uuid.UUID | str, found_rows: bool) -> None:
+    """Raise ``Conversation.DoesNotExist`` unless rows were found in the conversation or
+    it is the user's (and empty)."""
+    if not found_rows and not conversation_list(user=user).filter(pk=conversation_id).exists():
+        raise Conversation.DoesNotExist
+
+
+def history_load(
+    *, user: User, conversation_id: uuid.UUID | str, limit: int = HISTORY_DEFAULT_LIMIT
+) -> list[ChatMessage]:
+    """The last ``limit`` messages in chronological order, shaped for a chat-completion
+    model: ``{"role", "content"}`` plus ``"tool_calls"`` when the message has them.
+
+    Raises ``Conversation.DoesNotExist`` when the conversation is not the user's.
+    """
+    if not 1 <= limit <= HISTORY_MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {HISTORY_MAX_LIMIT}")
+    rows = list(
+        message_list(user=user, conversation_id=conversation_id)
+        .reverse()
+        .values_list("role", "content", "tool_calls")[:limit]
+    )
+    ensure_conversation(user=user, conversation_id=conversation_id, found_rows=bool(rows))
+    rows.reverse()
+    return [_chat_message(role, content, tool_calls) for role, content, tool_calls in rows]
+
+
+def _chat_message(role: str, content: str | None, tool_calls: list[dict[str, Any]] | None) -> ChatMessage:
+    message: ChatMessage = {"role": role, "content": content}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return message
+
+
+async def aconversation_list(*, user: User) -> list[Conversation]:
+    """The user's conversations, most recently active first."""
+    return [c async for c in conversation_list(user=user).order_by("-updated_at", "-id")]
+
+
+async def amessage_list(*, user: User, conversation_id: uuid.UUID | str) -> list[Message]:
+    """All of the conversation's messages in append order."""
+    messages = [m async for m in message_list(user=user, conversation_id=conversation_id)]
+    await aensure_conversation(user=user, conversation_id=conversation_id, found_rows=bool(messages))
+    return messages
+
+
+aconversation_get = sync_to_async(conversation_get)
+aensure_conversation = sync_to_async(ensure_conversation)
+ahistory_load = sync_to_async(history_load)

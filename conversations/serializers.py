@@ -1,0 +1,114 @@
+"""Input validation and output shape only; the rules of what may be stored live here and,
+as the last line, in the database's constraints."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from rest_framework import serializers
+
+from .models import CONTENT_MAX_LENGTH, TITLE_MAX_LENGTH, Conversation, Message, Role
+
+TOOL_CALLS_MAX_ITEMS = 64
+TOOL_CALL_ID_MAX_LENGTH = 255
+TOOL_NAME_MAX_LENGTH = 255
+TOOL_ARGUMENTS_MAX_LENGTH = 65_536
+
+
+class TextField(serializers.CharField):
+    """A JSON string stored exactly as sent: no trimming, no coercion of numbers or booleans
+    to text. DRF's CharField already refuses U+0000 and unpaired surrogates."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class ClosedSerializer(serializers.Serializer[Any]):
+    """A nested object that must have exactly its declared keys."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping) and (unknown := set(data) - set(self.fields)):
+            raise serializers.ValidationError({key: ["Unknown field."] for key in sorted(unknown)})
+        return super().to_internal_value(data)
+
+
+class ToolCallFunctionSerializer(ClosedSerializer):
+    name = TextField(max_length=TOOL_NAME_MAX_LENGTH)
+    arguments = TextField(max_length=TOOL_ARGUMENTS_MAX_LENGTH, allow_blank=True)
+
+
+class ToolCallSerializer(ClosedSerializer):
+    id = TextField(max_length=TOOL_CALL_ID_MAX_LENGTH)
+    type = serializers.ChoiceField(choices=["function"])
+    function = ToolCallFunctionSerializer()
+
+
+class MessageCreateSerializer(serializers.Serializer[Any]):
+    role = serializers.ChoiceField(choices=Role.choices)
+    content = TextField(max_length=CONTENT_MAX_LENGTH, allow_null=True, allow_blank=True, default=None)
+    tool_calls = serializers.ListField(
+        child=ToolCallSerializer(),
+        allow_null=True,
+        default=None,
+        min_length=1,
+        max_length=TOOL_CALLS_MAX_ITEMS,
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        role, content, tool_calls = attrs["role"], attrs["content"], attrs["tool_calls"]
+        if tool_calls is not None and role != Role.ASSISTANT:
+            raise serializers.ValidationError(
+                {"tool_calls": ["Only assistant messages may carry tool calls."]}
+            )
+        if role == Role.USER and not content:
+            raise serializers.ValidationError({"content": ["A user message needs non-empty content."]})
+        if content is None and tool_calls is None:
+            raise serializers.ValidationError(
+                {"content": ["Content may be null only when tool_calls are given."]}
+            )
+        return attrs
+
+
+class MessageSerializer(serializers.ModelSerializer[Message]):
+    conversation_id = serializers.UUIDField(read_only=True)
+    user_id = serializers.UUIDField(read_only=True)
+
+    class Meta:
+        model = Message
+        fields = ["id", "conversation_id", "user_id", "role", "content", "tool_calls", "created_at"]
+        read_only_fields = fields
+
+
+class ConversationCreateSerializer(serializers.Serializer[Any]):
+    title = TextField(max_length=TITLE_MAX_LENGTH, allow_blank=True, default="")
+
+
+class ConversationUpdateSerializer(serializers.Serializer[Any]):
+    title = TextField(max_length=TITLE_MAX_LENGTH, allow_blank=True)
+
+
+class ConversationSerializer(serializers.ModelSerializer[Conversation]):
+    user_id = serializers.UUIDField(read_only=True)
+
+    class Meta:
+        model = Conversation
+        fields = ["id", "user_id", "title", "created_at", "updated_at", "message_count"]
+        read_only_fields = fields
+
+
+class ChatMessageSerializer(serializers.Serializer[Any]):
+    """A history entry, in the shape chat-completion models take."""
+
+    role = serializers.ChoiceField(choices=Role.choices)
+    content = serializers.CharField(allow_null=True)
+    tool_calls = ToolCallSerializer(many=True, required=False)
+
+
+class HistorySerializer(serializers.Serializer[Any]):
+    conversation_id = serializers.UUIDField()
+    messages = ChatMessageSerializer(many=True)

@@ -1,0 +1,223 @@
+"""Thin viewsets: validate, call a service or selector, serialize."""
+
+import uuid
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts.models import User
+
+from . import selectors, services
+from .filters import ConversationFilter, MessageFilter
+from .models import Conversation, Message
+from .pagination import ConversationPagination, MessagePagination, parse_bounded_int
+from .permissions import UserIdIsCaller
+from .serializers import (
+    ConversationCreateSerializer,
+    ConversationSerializer,
+    ConversationUpdateSerializer,
+    HistorySerializer,
+    MessageCreateSerializer,
+    MessageSerializer,
+)
+
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+
+
+class IdempotencyKeyConflict(APIException):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_detail = "This Idempotency-Key was used with another conversation or another request body."
+    default_code = "idempotency_key_reused"
+
+
+def parse_id(value: str) -> uuid.UUID:
+    """A UUID from the URL; a malformed one is the same 404 as a missing one."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound from None
+
+
+class OwnedViewSet(viewsets.GenericViewSet[Any]):
+    permission_classes = [IsAuthenticated, UserIdIsCaller]
+
+    @property
+    def user(self) -> User:
+        user = self.request.user
+        assert isinstance(user, User)  # noqa: S101 (IsAuthenticated ran first)
+        return user
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List your conversations, most recently updated first"),
+    create=extend_schema(
+        summary="Start a conversation",
+        request=ConversationCreateSerializer,
+        responses={201: ConversationSerializer},
+    ),
+    retrieve=extend_schema(summary="Get a conversation"),
+    partial_update=extend_schema(
+        summary="Rename a conversation",
+        request=ConversationUpdateSerializer,
+        responses=ConversationSerializer,
+    ),
+    destroy=extend_schema(summary="Delete a conversation and its messages"),
+)
+class ConversationViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    OwnedViewSet,
+):
+    serializer_class = ConversationSerializer
+    pagination_class = ConversationPagination
+    filterset_class = ConversationFilter
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self) -> QuerySet[Conversation]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no user
+            return Conversation.objects.none()
+        return selectors.conversation_list(user=self.user)
+
+    def create(self, request: Request) -> Response:
+        data = self._validated(ConversationCreateSerializer)
+        conversation = services.conversation_create(user=self.user, **data)
+        return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        data = self._validated(ConversationUpdateSerializer)
+        try:
+            conversation = services.conversation_update(user=self.user, conversation_id=parse_id(pk), **data)
+        except Conversation.DoesNotExist:
+            raise NotFound from None
+        return Response(ConversationSerializer(conversation).data)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        try:
+            services.conversation_delete(user=self.user, conversation_id=parse_id(pk))
+        except Conversation.DoesNotExist:
+            raise NotFound from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        summary="The last messages, ready to hand to a chat-completion model",
+        parameters=[
+            OpenApiParameter(
+                "limit",
+                OpenApiTypes.INT,
+                description=f"How many of the latest messages, 1 to {selectors.HISTORY_MAX_LIMIT} "
+                f"(default {selectors.HISTORY_DEFAULT_LIMIT}; larger is clamped).",
+            )
+        ],
+        responses=HistorySerializer,
+    )
+    @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
+    def history(self, request: Request, pk: str) -> Response:
+        conversation_id = parse_id(pk)
+        limit = parse_bounded_int(
+            request.query_params,
+            "limit",
+            default=selectors.HISTORY_DEFAULT_LIMIT,
+            maximum=selectors.HISTORY_MAX_LIMIT,
+        )
+        try:
+            messages = selectors.history_load(user=self.user, conversation_id=conversation_id, limit=limit)
+        except Conversation.DoesNotExist:
+            raise NotFound from None
+        return Response({"conversation_id": str(conversation_id), "messages": messages})
+
+    def _validated(
+        self, serializer_class: type[ConversationCreateSerializer | ConversationUpdateSerializer]
+    ) -> Any:
+        serializer = serializer_class(data=self.request.data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List a conversation's messages, oldest first"),
+    create=extend_schema(
+        summary="Append a message",
+        request=MessageCreateSerializer,
+        parameters=[
+            OpenApiParameter(
+                IDEMPOTENCY_KEY_HEADER,
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="Repeat a request safely: the same key and body replay the first answer.",
+            )
+        ],
+        responses={
+            201: MessageSerializer,
+            422: OpenApiResponse(description="Idempotency-Key reused with another conversation or body."),
+        },
+    ),
+    retrieve=extend_schema(summary="Get one message"),
+)
+@extend_schema(parameters=[OpenApiParameter("conversation_pk", OpenApiTypes.UUID, OpenApiParameter.PATH)])
+class MessageViewSet(mixins.RetrieveModelMixin, OwnedViewSet):
+    serializer_class = MessageSerializer
+    pagination_class = MessagePagination
+    filterset_class = MessageFilter
+
+    @property
+    def conversation_id(self) -> uuid.UUID:
+        return parse_id(self.kwargs["conversation_pk"])
+
+    def get_queryset(self) -> QuerySet[Message]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no user
+            return Message.objects.none()
+        return selectors.message_list(user=self.user, conversation_id=self.conversation_id)
+
+    def list(self, request: Request, conversation_pk: str) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        assert page is not None  # noqa: S101 (the viewset always paginates)
+        try:
+            selectors.ensure_conversation(
+                user=self.user, conversation_id=self.conversation_id, found_rows=bool(page)
+            )
+        except Conversation.DoesNotExist:
+            raise NotFound from None
+        return self.get_paginated_response(MessageSerializer(page, many=True).data)
+
+    def create(self, request: Request, conversation_pk: str) -> Response:
+        serializer = MessageCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        fields = serializer.validated_data
+        key = self._idempotency_key()
+        replayed = False
+        try:
+            if key is None:
+                message = services.message_append(
+                    user=self.user, conversation_id=self.conversation_id, **fields
+                )
+            else:
+                message, replayed = services.message_append_idempotent(
+                    user=self.user,
+                    conversation_id=self.conversation_id,
+                    idempotency_key=key,
+                    request_body=request.data,
+                    **fields,
+                )
+        except Conversation.DoesNotExist:
+            raise NotFound from None
+        except services.IdempotencyKeyReused:
+            raise IdempotencyKeyConflict from None
+        headers = {"Idempotent-Replayed": "true"} if replayed else {}
+        return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED, headers=headers)
+
+    def _idempotency_key(self) -> str | None:
+        key = self.request.headers.get(IDEMPOTENCY_KEY_HEADER)
+        if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
+            raise ValidationError(
+                {"detail": f"{IDEMPOTENCY_KEY_HEADER} must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters."}
+            )
+        return key
