@@ -1,5 +1,5 @@
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
@@ -9,6 +9,17 @@ from conversations.tests.factories import UserFactory
 
 def pytest_report_header() -> str:
     return f"database: {connection.vendor} ({connection.settings_dict['NAME']})"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_connection_pools(django_db_setup, django_db_blocker):
+    """Return the pool's idle connections before pytest-django drops the test database,
+    which PostgreSQL refuses while any session is still connected to it."""
+    yield
+    with django_db_blocker.unblock():
+        for conn in connections.all():
+            if conn.vendor == "postgresql":
+                conn.close_pool()  # type: ignore[attr-defined]
 
 
 def client_for(user: User) -> APIClient:

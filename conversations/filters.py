@@ -25,6 +25,17 @@ class UtcDateTimeFilter(filters.IsoDateTimeFilter):
     field_class = UtcDateTimeField
 
 
+class PresentMeansValidForm(forms.Form):
+    """A filter parameter that is sent must hold a valid value: ``role=`` is a 400, not
+    "no filter" (django-filter's default)."""
+
+    def clean(self) -> dict[str, Any]:
+        for name in self.fields:
+            if self.data.get(name) == "":
+                self.add_error(name, "This parameter may not be empty.")
+        return super().clean() or {}
+
+
 class ConversationFilter(filters.FilterSet):
     created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gt")
     created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
@@ -34,6 +45,7 @@ class ConversationFilter(filters.FilterSet):
     class Meta:
         model = Conversation
         fields: list[str] = []
+        form = PresentMeansValidForm
 
 
 class MessageFilter(filters.FilterSet):
@@ -44,3 +56,4 @@ class MessageFilter(filters.FilterSet):
     class Meta:
         model = Message
         fields: list[str] = []
+        form = PresentMeansValidForm

@@ -138,12 +138,19 @@ class KeysetPagination(BasePagination):
         if token is None:
             return None
         try:
-            payload: CursorPayload = signing.loads(token, salt=CURSOR_SALT)
+            payload = signing.loads(token, salt=CURSOR_SALT)
         except signing.BadSignature:
-            raise ValidationError({self.cursor_query_param: ["Invalid cursor."]}) from None
+            payload = None
+        if not (
+            isinstance(payload, dict)
+            and isinstance(payload.get("k"), list)
+            and len(payload["k"]) == len(self.orderings[self.ordering])
+            and isinstance(payload.get("r"), bool)
+        ):
+            raise ValidationError({self.cursor_query_param: ["Invalid cursor."]})
         if payload.get("o") != self.ordering:
             raise ValidationError({self.cursor_query_param: ["This cursor belongs to another ordering."]})
-        return payload
+        return CursorPayload(o=payload["o"], k=payload["k"], r=payload["r"])
 
     def _after(self, model: type[Model], fields: Sequence[str], key: list[Any]) -> Q:
         """Rows strictly after ``key`` in the order of ``fields``, as a condition whose first

@@ -4,6 +4,7 @@ import uuid
 from typing import Any
 
 from django.db.models import QuerySet
+from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -55,6 +56,13 @@ class OwnedViewSet(viewsets.GenericViewSet[Any]):
         user = self.request.user
         assert isinstance(user, User)  # noqa: S101 (IsAuthenticated ran first)
         return user
+
+    def get_object(self) -> Any:
+        # Django's Http404 names the model; every 404 here must read the same.
+        try:
+            return super().get_object()
+        except Http404:
+            raise NotFound from None
 
 
 @extend_schema_view(

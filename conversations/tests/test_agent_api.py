@@ -1,0 +1,124 @@
+"""The Python API an AI agent calls, sync and async, against the real database."""
+
+import pytest
+import pytest_asyncio
+from asgiref.sync import sync_to_async
+from django.db import connection
+
+from conversations import selectors, services
+from conversations.models import Conversation, Message
+
+from .factories import ConversationFactory, UserFactory
+
+TOOL_CALL = {"id": "call_1", "type": "function", "function": {"name": "search", "arguments": "{}"}}
+
+
+@pytest.mark.django_db
+def test_an_agent_turn_in_sync_code(user):
+    conversation = services.conversation_create(user=user, title="Weather")
+    services.message_append(
+        user=user, conversation_id=conversation.pk, role="user", content="Weather in Oslo?"
+    )
+    history = selectors.history_load(user=user, conversation_id=conversation.pk)
+    services.message_append(
+        user=user, conversation_id=conversation.pk, role="assistant", content=None, tool_calls=[TOOL_CALL]
+    )
+    services.message_append(user=user, conversation_id=conversation.pk, role="assistant", content="Sunny.")
+
+    assert history == [{"role": "user", "content": "Weather in Oslo?"}]
+    assert selectors.history_load(user=user, conversation_id=conversation.pk, limit=2) == [
+        {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]},
+        {"role": "assistant", "content": "Sunny."},
+    ]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("limit", [0, 501, -1])
+def test_history_load_refuses_a_limit_out_of_range(user, limit):
+    conversation = ConversationFactory.create(user=user)
+    with pytest.raises(ValueError, match="limit"):
+        selectors.history_load(user=user, conversation_id=conversation.pk, limit=limit)
+
+
+@pytest.mark.django_db
+def test_the_python_api_is_scoped_by_user_too(user, other_user):
+    theirs = ConversationFactory.create(user=other_user)
+    with pytest.raises(Conversation.DoesNotExist):
+        selectors.history_load(user=user, conversation_id=theirs.pk)
+    with pytest.raises(Conversation.DoesNotExist):
+        services.conversation_update(user=user, conversation_id=theirs.pk, title="x")
+    with pytest.raises(Conversation.DoesNotExist):
+        services.conversation_delete(user=user, conversation_id=theirs.pk)
+    assert list(selectors.conversation_list(user=user)) == []
+
+
+@pytest.mark.django_db
+def test_idempotent_append_in_python(user):
+    conversation = ConversationFactory.create(user=user)
+    append = {
+        "user": user,
+        "conversation_id": conversation.pk,
+        "role": "user",
+        "content": "hi",
+        "idempotency_key": "k",
+    }
+
+    first, first_replayed = services.message_append_idempotent(**append)
+    again, again_replayed = services.message_append_idempotent(**append)
+
+    assert again.pk == first.pk
+    assert (first_replayed, again_replayed) == (False, True)
+    with pytest.raises(services.IdempotencyKeyReused):
+        services.message_append_idempotent(**(append | {"content": "other"}))
+    assert Message.objects.count() == 1
+
+
+@pytest_asyncio.fixture
+async def sync_thread_connection():
+    """Close the connection of Django's sync thread after the test, as an agent process
+    does at the end of a turn, so that it does not outlive the test database."""
+    yield
+    # connection resolves to the calling thread's connection, so look it up in that thread.
+    await sync_to_async(lambda: connection.close())()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("sync_thread_connection")
+async def test_an_agent_turn_under_asyncio():
+    user = await sync_to_async(UserFactory.create)()
+    other = await sync_to_async(UserFactory.create)()
+
+    conversation = await services.aconversation_create(user=user, title="Async")
+    await services.amessage_append(user=user, conversation_id=conversation.pk, role="user", content="Hi")
+    reply = await services.amessage_append(
+        user=user, conversation_id=conversation.pk, role="assistant", content="Hello!"
+    )
+    replayed_reply, replayed = await services.amessage_append_idempotent(
+        user=user, conversation_id=conversation.pk, role="user", content="Again", idempotency_key="a1"
+    )
+
+    assert await selectors.ahistory_load(user=user, conversation_id=conversation.pk, limit=2) == [
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Again"},
+    ]
+    assert [m.pk for m in await selectors.amessage_list(user=user, conversation_id=conversation.pk)][
+        1
+    ] == reply.pk
+    assert [c.pk for c in await selectors.aconversation_list(user=user)] == [conversation.pk]
+    assert (await selectors.aconversation_get(user=user, conversation_id=conversation.pk)).message_count == 3
+    assert not replayed
+    assert replayed_reply.seq == 3
+
+    renamed = await services.aconversation_update(user=user, conversation_id=conversation.pk, title="Renamed")
+    assert renamed.title == "Renamed"
+
+    with pytest.raises(Conversation.DoesNotExist):
+        await selectors.ahistory_load(user=other, conversation_id=conversation.pk)
+    with pytest.raises(Conversation.DoesNotExist):
+        await selectors.amessage_list(user=other, conversation_id=conversation.pk)
+    with pytest.raises(Conversation.DoesNotExist):
+        await services.amessage_append(user=other, conversation_id=conversation.pk, role="user", content="x")
+
+    await services.aconversation_delete(user=user, conversation_id=conversation.pk)
+    assert await selectors.aconversation_list(user=user) == []
