@@ -1,3 +1,16 @@
-from django.urls import URLPattern
+from django.urls import path
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-urlpatterns: list[URLPattern] = []
+from accounts import views
+from accounts.serializers import TokenRefreshSerializer
+
+urlpatterns = [
+    path("register/", views.RegisterView.as_view(), name="auth-register"),
+    path("token/", TokenObtainPairView.as_view(), name="auth-token"),
+    path(
+        "token/refresh/",
+        TokenRefreshView.as_view(serializer_class=TokenRefreshSerializer),
+        name="auth-token-refresh",
+    ),
+    path("me/", views.MeView.as_view(), name="auth-me"),
+]

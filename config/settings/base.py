@@ -193,6 +193,8 @@ JWT_EXTERNAL = {
     "USER_ID_CLAIM": env.str("JWT_EXTERNAL_USER_ID_CLAIM", default="sub"),
     "LEEWAY_SECONDS": 30,
 }
+if JWT_EXTERNAL["ALGORITHM"] not in {"HS256", "RS256", "ES256"}:
+    raise ImproperlyConfigured("JWT_EXTERNAL_ALGORITHM must be HS256, RS256 or ES256.")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Conversation history API",

@@ -1,0 +1,76 @@
+"""Writes on users: registration, and the accounts of an external identity provider."""
+
+import uuid
+
+from django.contrib.auth.hashers import make_password
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from accounts.models import User
+
+# Usernames of accounts made for external tokens; registration may not take them.
+EXTERNAL_USERNAME_PREFIX = "ext-"
+USERNAME_TAKEN = "A user with that username already exists."
+
+
+class ExternalUserConflict(Exception):
+    """The username an external user would get belongs to another account."""
+
+
+def external_username(user_id: uuid.UUID) -> str:
+    return f"{EXTERNAL_USERNAME_PREFIX}{user_id.hex}"
+
+
+def user_register(*, username: str, password: str) -> User:
+    """Create a user who signs in with ``username`` and ``password``.
+
+    Raises ``ValidationError`` keyed by field for a taken or reserved username and for a
+    password that ``AUTH_PASSWORD_VALIDATORS`` reject. Two simultaneous registrations of one
+    username end in one user and one ``ValidationError``, never an ``IntegrityError``.
+    """
+    # The same normalisation create_user applies, so the checks see the stored name.
+    username = User.normalize_username(username)
+    errors: dict[str, list[ValidationError]] = {}
+    if username.lower().startswith(EXTERNAL_USERNAME_PREFIX):
+        errors["username"] = [
+            ValidationError(
+                f'Usernames starting with "{EXTERNAL_USERNAME_PREFIX}" are reserved.', code="reserved"
+            )
+        ]
+    elif User.objects.filter(username=username).exists():
+        errors["username"] = [ValidationError(USERNAME_TAKEN, code="unique")]
+    try:
+        validate_password(password, user=User(username=username))
+    except ValidationError as exc:
+        errors["password"] = exc.error_list
+    if errors:
+        raise ValidationError(errors)
+
+    try:
+        with transaction.atomic():
+            return User.objects.create_user(username=username, password=password)
+    except IntegrityError:
+        # A concurrent registration of the same name committed between the check and the insert.
+        if User.objects.filter(username=username).exists():
+            raise ValidationError({"username": [ValidationError(USERNAME_TAKEN, code="unique")]}) from None
+        raise
+
+
+def external_user_get_or_create(*, user_id: uuid.UUID) -> User:
+    """The user with ``user_id``, created on first use for a token of the external issuer.
+
+    Safe under concurrent first requests: ``get_or_create`` inserts in a savepoint and, when a
+    concurrent request committed the same primary key first, catches the ``IntegrityError``
+    and reads that row, so exactly one user is made. Raises ``ExternalUserConflict`` when the
+    username ``ext-<hex>`` is held by an account with another id.
+    """
+    try:
+        user, _created = User.objects.get_or_create(
+            id=user_id,
+            defaults={"username": external_username(user_id), "password": make_password(None)},
+        )
+    except IntegrityError as exc:
+        # get_or_create re-raises only when no row with user_id exists after the conflict.
+        raise ExternalUserConflict(str(user_id)) from exc
+    return user

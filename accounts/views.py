@@ -1,0 +1,49 @@
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import AllowAny, BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
+from rest_framework.views import APIView
+
+from accounts.models import User
+from accounts.serializers import RegisterSerializer, UserSerializer
+from accounts.services import user_register
+
+
+class RegistrationIsOpen(BasePermission):
+    """Registration is allowed while ``settings.ALLOW_REGISTRATION`` is on."""
+
+    message = "Registration is closed."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        return bool(settings.ALLOW_REGISTRATION)
+
+
+class RegisterView(APIView):
+    # No authenticators: a stale token does not get in the way, and a closed registration
+    # answers 403 (with an authenticator DRF would turn the refusal into a 401).
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny, RegistrationIsOpen]
+
+    @extend_schema(request=RegisterSerializer, responses={201: UserSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = RegisterSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            user = user_register(**serializer.validated_data)
+        except DjangoValidationError as exc:
+            raise ValidationError(as_serializer_error(exc)) from exc
+        return Response(UserSerializer(user).data, status=status.HTTP_201_CREATED)
+
+
+class MeView(APIView):
+    @extend_schema(responses={200: UserSerializer})
+    def get(self, request: Request) -> Response:
+        user: User = request.user  # type: ignore[assignment]
+        return Response(UserSerializer(user).data)
