@@ -20,4 +20,10 @@ if settings.DEBUG:
     urlpatterns.append(path("api-auth/", include("rest_framework.urls")))
 
 # Anything else under /api/ is a JSON 404, also with DEBUG on (whose 404 page is HTML).
-urlpatterns.append(re_path(r"^api/", errors.api_not_found))
+urlpatterns.append(re_path(r"^api(/|$)", errors.api_not_found))
+
+# For exceptions raised outside views (in middleware): JSON under /api/, Django's pages elsewhere.
+handler400 = errors.bad_request
+handler403 = errors.permission_denied
+handler404 = errors.page_not_found
+handler500 = errors.server_error
