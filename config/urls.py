@@ -15,7 +15,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
-if settings.DEBUG:
+if settings.BROWSABLE_API:
     # Session login for the browsable API, a development aid only.
     urlpatterns.append(path("api-auth/", include("rest_framework.urls")))
 
