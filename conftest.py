@@ -1,9 +1,13 @@
+from contextlib import contextmanager
+
 import pytest
 from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import User
+from conversations import rls
 from conversations.tests.factories import UserFactory
 
 
@@ -20,6 +24,46 @@ def _close_connection_pools(django_db_setup, django_db_blocker):
         for conn in connections.all():
             if conn.vendor == "postgresql":
                 conn.close_pool()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def _test_code_sees_every_user(request):
+    """Test code sets up and checks rows of several users, so inside a test's transaction
+    row-level security lets it see them all. The code under test still narrows itself:
+    every API request and service call enters its own user's scope, which replaces this
+    one while it runs. Tests of row-level security itself leave this scope explicitly."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None or marker.kwargs.get("transaction") or (marker.args and marker.args[0]):
+        yield
+        return
+    request.getfixturevalue("db")
+    with rls.all_users(reason="test set-up and assertions"):
+        yield
+
+
+# Statements that carry no data: savepoints of the test's own transaction, and the
+# row-level-security scope (one set_config per request in production).
+_BOOKKEEPING = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT", "SELECT SET_CONFIG(")
+
+
+@pytest.fixture
+def assert_data_queries():
+    """``with assert_data_queries(n) as queries:`` fails when the block runs more than ``n``
+    statements that read or write rows; ``queries`` lists them."""
+
+    @contextmanager
+    def check(most: int):
+        with CaptureQueriesContext(connection) as captured:
+            queries: list[str] = []
+            yield queries
+        queries.extend(
+            q["sql"]
+            for q in captured.captured_queries
+            if not q["sql"].lstrip().upper().startswith(_BOOKKEEPING)
+        )
+        assert len(queries) <= most, "\n".join(queries)
+
+    return check
 
 
 def client_for(user: User) -> APIClient:

@@ -1,7 +1,9 @@
 """Reads. The REST views and the AI agent call these same functions.
 
 Every query is scoped by the acting ``user``; another user's conversation is
-indistinguishable from a missing one (``Conversation.DoesNotExist``).
+indistinguishable from a missing one (``Conversation.DoesNotExist``). Functions that return
+a lazy QuerySet must be evaluated inside ``rls.user_scope(user)`` (the API views hold one for
+the whole request); the others run in one themselves.
 """
 
 import uuid
@@ -13,6 +15,7 @@ from django.db.models import QuerySet
 from accounts.models import User
 
 from .models import Conversation, Message
+from .rls import user_scope
 
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 500
@@ -25,7 +28,8 @@ def conversation_list(*, user: User) -> QuerySet[Conversation]:
 
 
 def conversation_get(*, user: User, conversation_id: uuid.UUID | str) -> Conversation:
-    return conversation_list(user=user).get(pk=conversation_id)
+    with user_scope(user):
+        return conversation_list(user=user).get(pk=conversation_id)
 
 
 def message_list(*, user: User, conversation_id: uuid.UUID | str) -> QuerySet[Message]:
@@ -41,8 +45,11 @@ def message_list(*, user: User, conversation_id: uuid.UUID | str) -> QuerySet[Me
 def ensure_conversation(*, user: User, conversation_id: uuid.UUID | str, found_rows: bool) -> None:
     """Raise ``Conversation.DoesNotExist`` unless rows were found in the conversation or
     it is the user's (and empty)."""
-    if not found_rows and not conversation_list(user=user).filter(pk=conversation_id).exists():
-        raise Conversation.DoesNotExist
+    if found_rows:
+        return
+    with user_scope(user):
+        if not conversation_list(user=user).filter(pk=conversation_id).exists():
+            raise Conversation.DoesNotExist
 
 
 def history_load(
@@ -55,12 +62,13 @@ def history_load(
     """
     if not 1 <= limit <= HISTORY_MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {HISTORY_MAX_LIMIT}")
-    rows = list(
-        message_list(user=user, conversation_id=conversation_id)
-        .reverse()
-        .values_list("role", "content", "tool_calls")[:limit]
-    )
-    ensure_conversation(user=user, conversation_id=conversation_id, found_rows=bool(rows))
+    with user_scope(user):
+        rows = list(
+            message_list(user=user, conversation_id=conversation_id)
+            .reverse()
+            .values_list("role", "content", "tool_calls")[:limit]
+        )
+        ensure_conversation(user=user, conversation_id=conversation_id, found_rows=bool(rows))
     rows.reverse()
     return [_chat_message(role, content, tool_calls) for role, content, tool_calls in rows]
 
@@ -72,18 +80,21 @@ def _chat_message(role: str, content: str | None, tool_calls: list[dict[str, Any
     return message
 
 
-async def aconversation_list(*, user: User) -> list[Conversation]:
-    """The user's conversations, most recently active first."""
-    return [c async for c in conversation_list(user=user).order_by("-updated_at", "-id")]
+def conversations_newest_first(*, user: User) -> list[Conversation]:
+    """All of the user's conversations, most recently active first."""
+    with user_scope(user):
+        return list(conversation_list(user=user).order_by("-updated_at", "-id"))
 
 
-async def amessage_list(*, user: User, conversation_id: uuid.UUID | str) -> list[Message]:
+def messages_in_order(*, user: User, conversation_id: uuid.UUID | str) -> list[Message]:
     """All of the conversation's messages in append order."""
-    messages = [m async for m in message_list(user=user, conversation_id=conversation_id)]
-    await aensure_conversation(user=user, conversation_id=conversation_id, found_rows=bool(messages))
+    with user_scope(user):
+        messages = list(message_list(user=user, conversation_id=conversation_id))
+        ensure_conversation(user=user, conversation_id=conversation_id, found_rows=bool(messages))
     return messages
 
 
 aconversation_get = sync_to_async(conversation_get)
-aensure_conversation = sync_to_async(ensure_conversation)
+aconversations_newest_first = sync_to_async(conversations_newest_first)
+amessages_in_order = sync_to_async(messages_in_order)
 ahistory_load = sync_to_async(history_load)

@@ -21,6 +21,7 @@ from django.utils import timezone
 from accounts.models import User
 
 from .models import Conversation, IdempotencyKey, Message
+from .rls import user_scope
 
 ToolCalls = list[dict[str, Any]]
 
@@ -30,23 +31,25 @@ class IdempotencyKeyReused(Exception):
 
 
 def conversation_create(*, user: User, title: str = "") -> Conversation:
-    return Conversation.objects.create(user=user, title=title)
+    with user_scope(user):
+        return Conversation.objects.create(user=user, title=title)
 
 
-@transaction.atomic
 def conversation_update(*, user: User, conversation_id: uuid.UUID | str, title: str) -> Conversation:
     """Rename a conversation; like any activity it moves ``updated_at``, never backwards."""
-    updated = Conversation.objects.filter(pk=conversation_id, user=user).update(
-        title=title, updated_at=Greatest(timezone.now(), F("updated_at"))
-    )
-    if not updated:
-        raise Conversation.DoesNotExist
-    return Conversation.objects.get(pk=conversation_id, user=user)
+    with user_scope(user, atomic=True):
+        updated = Conversation.objects.filter(pk=conversation_id, user=user).update(
+            title=title, updated_at=Greatest(timezone.now(), F("updated_at"))
+        )
+        if not updated:
+            raise Conversation.DoesNotExist
+        return Conversation.objects.get(pk=conversation_id, user=user)
 
 
 def conversation_delete(*, user: User, conversation_id: uuid.UUID | str) -> None:
     """Delete a conversation with its messages in one transaction, without loading them."""
-    deleted, _ = Conversation.objects.filter(pk=conversation_id, user=user).delete()
+    with user_scope(user, atomic=True):
+        deleted, _ = Conversation.objects.filter(pk=conversation_id, user=user).delete()
     if not deleted:
         raise Conversation.DoesNotExist
 
@@ -60,7 +63,7 @@ def message_append(
     tool_calls: ToolCalls | None = None,
 ) -> Message:
     """Append a message to one of ``user``'s conversations and return it."""
-    with transaction.atomic():
+    with user_scope(user, atomic=True):
         conversation = _lock_conversation(user=user, conversation_id=conversation_id)
         return _insert_message(conversation, user=user, role=role, content=content, tool_calls=tool_calls)
 
@@ -90,27 +93,29 @@ def message_append_idempotent(
         else {"role": role, "content": content, "tool_calls": tool_calls}
     )
     fingerprint = _fingerprint(body)
-    try:
-        with transaction.atomic():
-            conversation = _lock_conversation(user=user, conversation_id=conversation_id)
+    with user_scope(user, atomic=True):
+        try:
+            # A savepoint: a unique violation on the key must not end the caller's transaction.
+            with transaction.atomic():
+                conversation = _lock_conversation(user=user, conversation_id=conversation_id)
+                earlier = IdempotencyKey.objects.filter(user=user, key=idempotency_key).first()
+                if earlier is None:
+                    message = _insert_message(
+                        conversation, user=user, role=role, content=content, tool_calls=tool_calls
+                    )
+                    IdempotencyKey.objects.create(
+                        user=user,
+                        key=idempotency_key,
+                        conversation_id=message.conversation_id,
+                        fingerprint=fingerprint,
+                        message_id=message.pk,
+                    )
+                    return message, False
+        except IntegrityError:
             earlier = IdempotencyKey.objects.filter(user=user, key=idempotency_key).first()
             if earlier is None:
-                message = _insert_message(
-                    conversation, user=user, role=role, content=content, tool_calls=tool_calls
-                )
-                IdempotencyKey.objects.create(
-                    user=user,
-                    key=idempotency_key,
-                    conversation_id=message.conversation_id,
-                    fingerprint=fingerprint,
-                    message_id=message.pk,
-                )
-                return message, False
-    except IntegrityError:
-        earlier = IdempotencyKey.objects.filter(user=user, key=idempotency_key).first()
-        if earlier is None:
-            raise
-    return _replay(earlier, user=user, conversation_id=conversation_id, fingerprint=fingerprint), True
+                raise
+        return _replay(earlier, user=user, conversation_id=conversation_id, fingerprint=fingerprint), True
 
 
 def _replay(

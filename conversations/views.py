@@ -1,10 +1,13 @@
 """Thin viewsets: validate, call a service or selector, serialize."""
 
 import uuid
+from contextlib import ExitStack
 from typing import Any
 
+from django.db import transaction
 from django.db.models import QuerySet
-from django.http import Http404
+from django.http import Http404, HttpRequest
+from django.http.response import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -16,7 +19,7 @@ from rest_framework.response import Response
 
 from accounts.models import User
 
-from . import selectors, services
+from . import rls, selectors, services
 from .filters import ConversationFilter, MessageFilter
 from .models import Conversation, Message
 from .pagination import ConversationPagination, MessagePagination, parse_bounded_int
@@ -49,7 +52,25 @@ def parse_id(value: str) -> uuid.UUID:
 
 
 class OwnedViewSet(viewsets.GenericViewSet[Any]):
+    """Hands out only the caller's rows: querysets filtered by owner, and on PostgreSQL the
+    whole request after authentication runs in the caller's row-level-security scope."""
+
     permission_classes = [IsAuthenticated, UserIdIsCaller]
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        with ExitStack() as self.request_scope:
+            return super().dispatch(request, *args, **kwargs)
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # authentication, permissions, throttles
+        self.owns_transaction = not rls.in_transaction()
+        self.request_scope.enter_context(rls.user_scope(self.user))
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Any:
+        if response.exception and getattr(self, "owns_transaction", False) and rls.in_transaction():
+            # An error answer commits nothing the request may have begun.
+            transaction.set_rollback(True)
+        return super().finalize_response(request, response, *args, **kwargs)
 
     @property
     def user(self) -> User:

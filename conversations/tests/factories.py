@@ -10,6 +10,7 @@ from factory.faker import Faker
 
 from accounts.models import User
 from conversations.models import Conversation, Message, Role
+from conversations.rls import user_scope
 from conversations.services import message_append
 
 TEST_PASSWORD = "correct-horse-battery-staple"
@@ -30,6 +31,11 @@ class ConversationFactory(DjangoModelFactory[Conversation]):
 
     user = SubFactory(UserFactory)
     title = Faker("sentence", nb_words=4)
+
+    @classmethod
+    def _create(cls, model_class: type[Conversation], *args: Any, **kwargs: Any) -> Conversation:
+        with user_scope(kwargs["user"]):
+            return super()._create(model_class, *args, **kwargs)
 
 
 class MessageFactory(Factory[Message]):

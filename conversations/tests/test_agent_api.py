@@ -102,10 +102,10 @@ async def test_an_agent_turn_under_asyncio():
         {"role": "assistant", "content": "Hello!"},
         {"role": "user", "content": "Again"},
     ]
-    assert [m.pk for m in await selectors.amessage_list(user=user, conversation_id=conversation.pk)][
+    assert [m.pk for m in await selectors.amessages_in_order(user=user, conversation_id=conversation.pk)][
         1
     ] == reply.pk
-    assert [c.pk for c in await selectors.aconversation_list(user=user)] == [conversation.pk]
+    assert [c.pk for c in await selectors.aconversations_newest_first(user=user)] == [conversation.pk]
     assert (await selectors.aconversation_get(user=user, conversation_id=conversation.pk)).message_count == 3
     assert not replayed
     assert replayed_reply.seq == 3
@@ -116,9 +116,9 @@ async def test_an_agent_turn_under_asyncio():
     with pytest.raises(Conversation.DoesNotExist):
         await selectors.ahistory_load(user=other, conversation_id=conversation.pk)
     with pytest.raises(Conversation.DoesNotExist):
-        await selectors.amessage_list(user=other, conversation_id=conversation.pk)
+        await selectors.amessages_in_order(user=other, conversation_id=conversation.pk)
     with pytest.raises(Conversation.DoesNotExist):
         await services.amessage_append(user=other, conversation_id=conversation.pk, role="user", content="x")
 
     await services.aconversation_delete(user=user, conversation_id=conversation.pk)
-    assert await selectors.aconversation_list(user=user) == []
+    assert await selectors.aconversations_newest_first(user=user) == []

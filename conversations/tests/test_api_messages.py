@@ -256,13 +256,13 @@ def test_someone_elses_user_id_in_a_message_body_is_a_403(auth_client, conversat
 
 @pytest.mark.parametrize("rows", [1, 200])
 def test_a_message_page_makes_the_same_queries_for_1_or_200_rows(
-    auth_client, conversation, rows, django_assert_max_num_queries
+    auth_client, conversation, rows, assert_data_queries
 ):
     Message.objects.bulk_create(
         Message(conversation=conversation, user=conversation.user, seq=n, role="user", content="x")
         for n in range(1, rows + 1)
     )
-    with django_assert_max_num_queries(2):
+    with assert_data_queries(2):
         response = auth_client.get(messages_url(conversation.pk, "page_size=200"))
     assert len(response.json()["results"]) == rows
 
@@ -316,9 +316,9 @@ def test_history_of_an_empty_conversation(auth_client, conversation):
     }
 
 
-def test_history_is_one_query_after_auth(auth_client, conversation, django_assert_max_num_queries):
+def test_history_is_one_query_after_auth(auth_client, conversation, assert_data_queries):
     MessageFactory.create_batch(3, conversation=conversation)
-    with django_assert_max_num_queries(2):
+    with assert_data_queries(2):
         assert auth_client.get(history_url(conversation.pk)).status_code == HTTPStatus.OK
 
 

@@ -7,6 +7,7 @@ from django.test.utils import CaptureQueriesContext
 
 from conversations.ids import uuid7
 from conversations.models import CONTENT_MAX_LENGTH, TITLE_MAX_LENGTH, Conversation, Message
+from conversations.rls import user_scope
 
 from .factories import ConversationFactory, MessageFactory, UserFactory
 
@@ -85,9 +86,10 @@ def test_giving_a_conversation_with_messages_to_another_user_is_rejected():
 def test_message_pointing_to_a_missing_conversation_is_rejected_at_commit():
     user = UserFactory.create()
     orphan = Message(conversation_id=uuid7(), user=user, seq=1, role="user", content="hi")
-    with pytest.raises(IntegrityError), transaction.atomic():
+    with pytest.raises(IntegrityError), user_scope(user, atomic=True):
         Message.objects.bulk_create([orphan])
-    assert not Message.objects.exists()
+    with user_scope(user):
+        assert not Message.objects.exists()
 
 
 def test_two_messages_with_the_same_seq_are_rejected():

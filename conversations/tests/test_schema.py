@@ -5,11 +5,12 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection
 from django.utils import timezone
 
 from accounts.models import User
 from conversations.models import Conversation, Message
+from conversations.rls import all_users
 
 from .factories import ConversationFactory
 
@@ -59,7 +60,7 @@ def test_migrations_roll_back_to_zero_and_reapply():
     # The hand-written user-match constraint came back with the tables.
     conversation = ConversationFactory.create()
     stranger = User.objects.create(username="stranger")
-    with pytest.raises(IntegrityError), transaction.atomic():
+    with pytest.raises(IntegrityError), all_users(reason="a row of two users, on purpose", atomic=True):
         Message.objects.create(conversation=conversation, user=stranger, seq=1, role="user", content="x")
 
 
