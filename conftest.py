@@ -23,6 +23,7 @@ def _close_connection_pools(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         for conn in connections.all():
             if conn.vendor == "postgresql":
+                conn.close()
                 conn.close_pool()  # type: ignore[attr-defined]
 
 

@@ -3,5 +3,7 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+# Serve as DATABASE_APP_URL's role when one is configured (see settings).
+os.environ.setdefault("DJANGO_DATABASE_ROLE", "app")
 
 application = get_asgi_application()

@@ -107,6 +107,16 @@ DATABASES = {
     "default": database_from_url(env.str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")),
 }
 
+# A less privileged role for serving, optional: it owns no table and is no superuser, so
+# row-level security binds it and it cannot alter the schema. Serving processes (config.wsgi,
+# config.asgi) connect as it when it is configured; manage.py (migrations, maintenance
+# commands) always connects as DATABASE_URL's role, which owns the tables. Migrating grants
+# this role what it needs.
+DATABASE_APP_URL = env.str("DATABASE_APP_URL", default="")
+DATABASE_SERVING_ROLE = str(env.db_url_config(DATABASE_APP_URL)["USER"]) if DATABASE_APP_URL else ""
+if DATABASE_APP_URL and env.str("DJANGO_DATABASE_ROLE", default="owner") == "app":
+    DATABASES["default"] = database_from_url(DATABASE_APP_URL)
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 

@@ -1,0 +1,171 @@
+"""Row-level security: with the application's filters taken away, PostgreSQL itself still
+hands a session only the rows of the user set for its transaction."""
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+
+from conversations import services
+from conversations.checks import bypasses_row_level_security, row_level_security_binds
+from conversations.models import Conversation, IdempotencyKey, Message
+from conversations.rls import all_users, user_scope
+
+from .factories import ConversationFactory, MessageFactory, UserFactory
+
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="row-level security is PostgreSQL's"),
+]
+
+SERVING_ROLE = settings.DATABASE_SERVING_ROLE
+
+
+@pytest.fixture
+def two_users_data():
+    """A and B, each with a conversation of two messages and an idempotency key."""
+    rows = {}
+    for name in ("a", "b"):
+        owner = UserFactory.create(username=f"rls-{name}")
+        conversation = ConversationFactory.create(user=owner)
+        MessageFactory.create(conversation=conversation)
+        services.message_append_idempotent(
+            user=owner, conversation_id=conversation.pk, role="user", content="hi", idempotency_key="k"
+        )
+        rows[name] = (owner, conversation)
+    return rows
+
+
+def visible_owner_ids() -> set:
+    return {
+        *Conversation.objects.values_list("user_id", flat=True),
+        *Message.objects.values_list("user_id", flat=True),
+        *IdempotencyKey.objects.values_list("user_id", flat=True),
+    }
+
+
+def test_an_unfiltered_query_made_for_a_user_returns_only_their_rows(two_users_data):
+    a, _ = two_users_data["a"]
+    with user_scope(a):
+        assert visible_owner_ids() == {a.pk}
+        assert Message.objects.all().count() == 2
+        assert Conversation.objects.count() == 1
+
+
+def test_updates_and_deletes_aimed_at_another_users_rows_change_nothing(two_users_data):
+    a, _ = two_users_data["a"]
+    b, b_conversation = two_users_data["b"]
+    with user_scope(a):
+        assert Message.objects.filter(user=b).update(content="overwritten") == 0
+        assert Conversation.objects.filter(pk=b_conversation.pk).update(title="mine") == 0
+        assert Message.objects.filter(conversation=b_conversation).delete()[0] == 0
+        assert Conversation.objects.all().exclude(user=a).delete()[0] == 0
+    with user_scope(b):
+        assert Message.objects.filter(conversation=b_conversation).exclude(content="overwritten").count() == 2
+        assert Conversation.objects.get(pk=b_conversation.pk).title != "mine"
+
+
+def test_writing_a_row_for_another_user_is_refused(two_users_data):
+    a, _ = two_users_data["a"]
+    b, _ = two_users_data["b"]
+    with pytest.raises(DatabaseError, match="row-level security"), user_scope(a, atomic=True):
+        Conversation.objects.create(user=b, title="planted")
+
+
+def test_a_staff_superuser_of_the_application_has_no_bypass(two_users_data):
+    boss = UserFactory.create(is_staff=True, is_superuser=True)
+    with user_scope(boss):
+        assert visible_owner_ids() == set()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_no_user_set_nothing_is_visible():
+    message = MessageFactory.create()
+    assert not Message.objects.exists()
+    assert not Conversation.objects.exists()
+    with user_scope(message.user):
+        assert Message.objects.get() == message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_user_setting_ends_with_its_transaction_so_pooled_connections_carry_nothing():
+    message = MessageFactory.create()
+    with user_scope(message.user):
+        assert Message.objects.exists()
+    # The same connection, next transaction: the setting is gone.
+    with transaction.atomic():
+        assert not Message.objects.exists()
+
+
+def test_nested_scopes_restore_the_outer_one(two_users_data):
+    a, _ = two_users_data["a"]
+    b, _ = two_users_data["b"]
+    with user_scope(a):
+        with user_scope(b):
+            assert visible_owner_ids() == {b.pk}
+        assert visible_owner_ids() == {a.pk}
+        with pytest.raises(RuntimeError), user_scope(b):
+            raise RuntimeError
+        assert visible_owner_ids() == {a.pk}
+
+
+def test_all_users_is_for_the_table_owner_only(two_users_data):
+    assert SERVING_ROLE, "scripts/with-postgres configures DATABASE_APP_URL"
+    with all_users(reason="test"):
+        assert len(visible_owner_ids()) == 2
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL ROLE {connection.ops.quote_name(SERVING_ROLE)}")
+        # The same setting, as the serving role: the owner's policy does not apply to it.
+        assert visible_owner_ids() == set()
+        with connection.cursor() as cursor:
+            cursor.execute("RESET ROLE")
+
+
+def test_the_serving_role_reads_and_writes_only_in_its_users_scope(two_users_data):
+    a, a_conversation = two_users_data["a"]
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL ROLE {connection.ops.quote_name(SERVING_ROLE)}")
+        with user_scope(a):
+            message = services.message_append(
+                user=a, conversation_id=a_conversation.pk, role="assistant", content="as the serving role"
+            )
+            assert visible_owner_ids() == {a.pk}
+        assert message.seq == 3
+        with connection.cursor() as cursor:
+            cursor.execute("RESET ROLE")
+
+
+def test_the_roles_are_what_the_readme_promises():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname IN (current_user, %s)",
+            [SERVING_ROLE],
+        )
+        roles = {name: (superuser, bypass) for name, superuser, bypass in cursor.fetchall()}
+        cursor.execute(
+            "SELECT relname, pg_get_userbyid(relowner), relrowsecurity, relforcerowsecurity FROM pg_class "
+            "WHERE relname = ANY(%s)",
+            [["conversations_conversation", "conversations_message", "conversations_idempotencykey"]],
+        )
+        tables = cursor.fetchall()
+    assert roles == {connection.settings_dict["USER"]: (False, False), SERVING_ROLE: (False, False)}
+    assert len(tables) == 3
+    for _, owner, enabled, forced in tables:
+        assert owner == connection.settings_dict["USER"] != SERVING_ROLE
+        assert enabled
+        assert forced
+
+
+def test_the_system_check_is_quiet_for_a_role_bound_by_row_level_security():
+    assert row_level_security_binds(databases=["default"]) == []
+
+
+def test_the_system_check_spots_a_superuser_connection():
+    # The throwaway cluster trusts its local superuser; production would not.
+    params = connection.get_connection_params()
+    params = {**{k: v for k, v in params.items() if k in ("host", "port", "dbname")}, "user": "postgres"}
+    with psycopg.connect(**params) as superuser, superuser.cursor() as cursor:
+        assert bypasses_row_level_security(cursor)
+    with connection.cursor() as cursor:
+        assert not bypasses_row_level_security(cursor)
