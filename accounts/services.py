@@ -74,3 +74,15 @@ def external_user_get_or_create(*, user_id: uuid.UUID) -> User:
         # get_or_create re-raises only when no row with user_id exists after the conflict.
         raise ExternalUserConflict(str(user_id)) from exc
     return user
+
+
+def user_delete(*, user: User) -> None:
+    """Delete a user with all of their conversations, messages and idempotency keys.
+
+    Runs in the user's row-level-security scope: outside it PostgreSQL would hide their
+    conversations from the cascade, and the delete would stop at the foreign key.
+    """
+    from conversations.rls import user_scope
+
+    with user_scope(user, atomic=True):
+        user.delete()

@@ -5,6 +5,7 @@ import pytest
 from django.db import DataError, IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+from accounts.services import user_delete
 from conversations.ids import uuid7
 from conversations.models import CONTENT_MAX_LENGTH, TITLE_MAX_LENGTH, Conversation, Message
 from conversations.rls import user_scope
@@ -112,7 +113,7 @@ def test_deleting_a_user_deletes_their_conversations_and_messages_only():
     doomed = MessageFactory.create()
     survivor = MessageFactory.create()
 
-    doomed.user.delete()
+    user_delete(user=doomed.user)
 
     assert list(Conversation.objects.all()) == [survivor.conversation]
     assert list(Message.objects.all()) == [survivor]
