@@ -3,11 +3,12 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from config import errors, health
+from config import errors, health, metrics
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("api/v1/auth/", include("accounts.urls")),
     path("api/v1/", include("conversations.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

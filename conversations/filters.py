@@ -12,6 +12,9 @@ class UtcDateTimeField(IsoDateTimeField):
     """ISO 8601; no offset means UTC. A value that cannot be placed in UTC is invalid."""
 
     def to_python(self, value: Any) -> datetime | None:
+        if isinstance(value, str) and "\x00" in value:
+            # Python's ISO parser stops at NUL and would accept what follows unread.
+            raise forms.ValidationError("Enter a valid date/time.", code="invalid")
         parsed = super().to_python(value)
         if parsed is None:
             return None

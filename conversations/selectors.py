@@ -7,12 +7,14 @@ the whole request); the others run in one themselves.
 """
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db.models import QuerySet
 
 from accounts.models import User
+from config import audit
 
 from .models import Conversation, Message
 from .rls import user_scope
@@ -27,6 +29,7 @@ def conversation_list(*, user: User) -> QuerySet[Conversation]:
     return Conversation.objects.filter(user=user)
 
 
+@audit.audited("conversation.read")
 def conversation_get(*, user: User, conversation_id: uuid.UUID | str) -> Conversation:
     with user_scope(user):
         return conversation_list(user=user).get(pk=conversation_id)
@@ -52,6 +55,7 @@ def ensure_conversation(*, user: User, conversation_id: uuid.UUID | str, found_r
             raise Conversation.DoesNotExist
 
 
+@audit.audited("history.load")
 def history_load(
     *, user: User, conversation_id: uuid.UUID | str, limit: int = HISTORY_DEFAULT_LIMIT
 ) -> list[ChatMessage]:
@@ -60,17 +64,34 @@ def history_load(
 
     Raises ``Conversation.DoesNotExist`` when the conversation is not the user's.
     """
+    return history_window(user=user, conversation_id=conversation_id, limit=limit).messages
+
+
+@dataclass(frozen=True)
+class HistoryWindow:
+    messages: list[ChatMessage]
+    # seq of the newest message (0 for none): messages are immutable and the window is the
+    # latest ones, so with the limit it identifies the window's content.
+    last_seq: int
+
+
+def history_window(*, user: User, conversation_id: uuid.UUID | str, limit: int) -> HistoryWindow:
+    """``history_load`` with the version of what it returned, for conditional requests."""
     if not 1 <= limit <= HISTORY_MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {HISTORY_MAX_LIMIT}")
     with user_scope(user):
         rows = list(
             message_list(user=user, conversation_id=conversation_id)
             .reverse()
-            .values_list("role", "content", "tool_calls")[:limit]
+            .values_list("seq", "role", "content", "tool_calls")[:limit]
         )
         ensure_conversation(user=user, conversation_id=conversation_id, found_rows=bool(rows))
+    last_seq = rows[0][0] if rows else 0
     rows.reverse()
-    return [_chat_message(role, content, tool_calls) for role, content, tool_calls in rows]
+    return HistoryWindow(
+        messages=[_chat_message(role, content, tool_calls) for _, role, content, tool_calls in rows],
+        last_seq=last_seq,
+    )
 
 
 def _chat_message(role: str, content: str | None, tool_calls: list[dict[str, Any]] | None) -> ChatMessage:
@@ -80,12 +101,14 @@ def _chat_message(role: str, content: str | None, tool_calls: list[dict[str, Any
     return message
 
 
+@audit.audited("conversation.list")
 def conversations_newest_first(*, user: User) -> list[Conversation]:
     """All of the user's conversations, most recently active first."""
     with user_scope(user):
         return list(conversation_list(user=user).order_by("-updated_at", "-id"))
 
 
+@audit.audited("message.list")
 def messages_in_order(*, user: User, conversation_id: uuid.UUID | str) -> list[Message]:
     """All of the conversation's messages in append order."""
     with user_scope(user):

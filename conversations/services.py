@@ -19,6 +19,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from accounts.models import User
+from config import audit
 
 from .models import Conversation, IdempotencyKey, Message
 from .rls import user_scope
@@ -30,11 +31,13 @@ class IdempotencyKeyReused(Exception):
     """The key was used before with another conversation or another request body."""
 
 
+@audit.audited("conversation.create")
 def conversation_create(*, user: User, title: str = "") -> Conversation:
     with user_scope(user):
         return Conversation.objects.create(user=user, title=title)
 
 
+@audit.audited("conversation.update")
 def conversation_update(*, user: User, conversation_id: uuid.UUID | str, title: str) -> Conversation:
     """Rename a conversation; like any activity it moves ``updated_at``, never backwards."""
     with user_scope(user, atomic=True):
@@ -46,6 +49,7 @@ def conversation_update(*, user: User, conversation_id: uuid.UUID | str, title: 
         return Conversation.objects.get(pk=conversation_id, user=user)
 
 
+@audit.audited("conversation.delete")
 def conversation_delete(*, user: User, conversation_id: uuid.UUID | str) -> None:
     """Delete a conversation with its messages in one transaction, without loading them."""
     with user_scope(user, atomic=True):
@@ -54,6 +58,7 @@ def conversation_delete(*, user: User, conversation_id: uuid.UUID | str) -> None
         raise Conversation.DoesNotExist
 
 
+@audit.audited("message.append")
 def message_append(
     *,
     user: User,
@@ -68,6 +73,7 @@ def message_append(
         return _insert_message(conversation, user=user, role=role, content=content, tool_calls=tool_calls)
 
 
+@audit.audited("message.append")
 def message_append_idempotent(
     *,
     user: User,

@@ -1,5 +1,6 @@
 """Thin viewsets: validate, call a service or selector, serialize."""
 
+import time
 import uuid
 from contextlib import ExitStack
 from typing import Any
@@ -13,17 +14,16 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, NotFound, ValidationError
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.models import User
+from config import audit
 
-from . import rls, selectors, services
+from . import conditional, rls, selectors, services
 from .filters import ConversationFilter, MessageFilter
 from .models import Conversation, Message
 from .pagination import ConversationPagination, MessagePagination, parse_bounded_int
-from .permissions import UserIdIsCaller
 from .serializers import (
     ConversationCreateSerializer,
     ConversationSerializer,
@@ -55,11 +55,24 @@ class OwnedViewSet(viewsets.GenericViewSet[Any]):
     """Hands out only the caller's rows: querysets filtered by owner, and on PostgreSQL the
     whole request after authentication runs in the caller's row-level-security scope."""
 
-    permission_classes = [IsAuthenticated, UserIdIsCaller]
-
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        with ExitStack() as self.request_scope:
-            return super().dispatch(request, *args, **kwargs)
+        started = time.perf_counter()
+        response: HttpResponseBase | None = None
+        try:
+            with audit.api_request(), ExitStack() as self.request_scope:
+                response = super().dispatch(request, *args, **kwargs)
+            return response
+        finally:
+            # Every operation's audit line, written here and nowhere else, once the request's
+            # database scope has closed (a 404's security line may look across users).
+            audit.api_operation(
+                request=request,
+                basename=self.basename,
+                action=getattr(self, "action", None),
+                kwargs=kwargs,
+                response=response,
+                started=started,
+            )
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # authentication, permissions, throttles
@@ -158,10 +171,24 @@ class ConversationViewSet(
             maximum=selectors.HISTORY_MAX_LIMIT,
         )
         try:
-            messages = selectors.history_load(user=self.user, conversation_id=conversation_id, limit=limit)
+            window = selectors.history_window(user=self.user, conversation_id=conversation_id, limit=limit)
         except Conversation.DoesNotExist:
             raise NotFound from None
-        return Response({"conversation_id": str(conversation_id), "messages": messages})
+        etag = conditional.etag_for(request, [window.last_seq])
+        if conditional.matches(request, etag):
+            return conditional.not_modified(etag)
+        body = {"conversation_id": str(conversation_id), "messages": window.messages}
+        return Response(body, headers={"ETag": etag})
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        conversation = self.get_object()
+        # A rename moves updated_at too, so these two version everything the answer shows.
+        etag = conditional.etag_for(
+            request, [conversation.updated_at.isoformat(), conversation.message_count]
+        )
+        if conditional.matches(request, etag):
+            return conditional.not_modified(etag)
+        return Response(ConversationSerializer(conversation).data, headers={"ETag": etag})
 
     def _validated(
         self, serializer_class: type[ConversationCreateSerializer | ConversationUpdateSerializer]
@@ -215,7 +242,15 @@ class MessageViewSet(mixins.RetrieveModelMixin, OwnedViewSet):
             )
         except Conversation.DoesNotExist:
             raise NotFound from None
-        return self.get_paginated_response(MessageSerializer(page, many=True).data)
+        # Messages never change, so their seqs (and whether links lead on) version the page.
+        paginator = self.paginator
+        assert isinstance(paginator, MessagePagination)  # noqa: S101
+        etag = conditional.etag_for(request, [*(m.seq for m in page), *paginator.edges])
+        if conditional.matches(request, etag):
+            return conditional.not_modified(etag)
+        response = self.get_paginated_response(MessageSerializer(page, many=True).data)
+        response["ETag"] = etag
+        return response
 
     def create(self, request: Request, conversation_pk: str) -> Response:
         serializer = MessageCreateSerializer(data=request.data)
@@ -245,8 +280,7 @@ class MessageViewSet(mixins.RetrieveModelMixin, OwnedViewSet):
 
     def _idempotency_key(self) -> str | None:
         key = self.request.headers.get(IDEMPOTENCY_KEY_HEADER)
-        if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
-            raise ValidationError(
-                {"detail": f"{IDEMPOTENCY_KEY_HEADER} must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters."}
-            )
+        if key is not None and (not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH or "\x00" in key):
+            rule = f"1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters, no NUL"
+            raise ValidationError({"detail": f"{IDEMPOTENCY_KEY_HEADER} must be {rule}."})
         return key

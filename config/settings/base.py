@@ -5,12 +5,14 @@ server. A ``postgres://`` URL switches to PostgreSQL through psycopg 3 with Djan
 connection pool.
 """
 
+import ipaddress
 import warnings
 from datetime import timedelta
 from pathlib import Path
 
 import django_stubs_ext
 import environ
+from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
 
 # Lets classes such as admin.ModelAdmin[Conversation] be subscripted at runtime, for mypy.
@@ -43,10 +45,19 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "accounts",
     "conversations",
+    "corsheaders",
+    # Metrics and security-log hooks (config/apps.py); no models.
+    "config.apps.OperationsConfig",
 ]
 
 MIDDLEWARE = [
+    # Outermost: counts and times every answer, including those of the middleware below.
+    "config.metrics.MetricsMiddleware",
     "config.middleware.RequestIdMiddleware",
+    # The security line of every 401, 403 and 429, whichever layer answers.
+    "config.audit.RefusalLogMiddleware",
+    # Before anything that can answer, so that errors and 413s carry CORS headers too.
+    "corsheaders.middleware.CorsMiddleware",
     "config.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -90,6 +101,15 @@ def database_from_url(url: str) -> dict[str, object]:
                 "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
                 "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
                 "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+                # How long the pool retries a lost connection before it gives up on it;
+                # psycopg_pool's default is 300 s. Its retries back off exponentially (1, 2,
+                # 4, … s), so after an outage of T seconds it may next try up to T seconds
+                # after the server is back, answering 503 all that while (measured after a
+                # 90 s outage: 503s until 32 s after the restart). Giving up after 5 s (the
+                # Retry-After of those 503s) lets the next request that finds no connection
+                # start a fresh, immediate attempt (measured: serving again within 1 s of the
+                # restart after 10, 40 and 90 s outages; see test_live_outage.py).
+                "reconnect_timeout": 5.0,
             },
         )
         database["CONN_MAX_AGE"] = 0
@@ -163,12 +183,17 @@ REST_FRAMEWORK = {
         "accounts.authentication.JWTAuthentication",
         *(["rest_framework.authentication.SessionAuthentication"] if BROWSABLE_API else []),
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Deny by default; a user_id in a request must be the token's own (views that need no
+    # token, such as registration, set their own permissions).
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "accounts.permissions.UserIdIsCaller",
+    ],
     "DEFAULT_RENDERER_CLASSES": [
         "config.renderers.SafeJSONRenderer",
         *(["rest_framework.renderers.BrowsableAPIRenderer"] if BROWSABLE_API else []),
     ],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["config.parsers.SafeJSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_THROTTLE_CLASSES": [
         "rest_framework.throttling.UserRateThrottle",
@@ -220,11 +245,53 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # PATCH bodies keep their required fields (a rename needs its title).
     "COMPONENT_SPLIT_PATCH": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.schema.add_error_responses",
+    ],
 }
+# Swagger UI's online validator badge would load an image from validator.swagger.io, handing it
+# the schema's URL, on any host but localhost. drf-spectacular's BaseLayout shows no badge;
+# switched off as well, so a change of layout cannot make the docs call out.
+SPECTACULAR_SETTINGS["SWAGGER_UI_SETTINGS"] = {"deepLinking": True, "validatorUrl": None}
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"json": {"()": "config.audit.JsonFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler"},
+        "json_stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"},
+    },
     "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
+    # The audit trail and the security log (config/audit.py): JSON lines on stdout, only there.
+    "loggers": {
+        "audit": {"handlers": ["json_stdout"], "level": "INFO", "propagate": False},
+        "security": {"handlers": ["json_stdout"], "level": "INFO", "propagate": False},
+    },
 }
+
+# Django's cache, which the throttles count in: Redis when REDIS_URL is set (shared by every
+# worker process, as throttling needs), else this process's memory.
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# CORS for the chat front end (django-cors-headers), under /api/ only. Bearer tokens, no
+# cookies: credentials stay off.
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOW_HEADERS = (*cors_default_headers, "idempotency-key", "if-none-match", "x-request-id")
+CORS_EXPOSE_HEADERS = ["X-Request-ID", "Idempotent-Replayed", "ETag", "Retry-After"]
+
+# /metrics (config/metrics.py): loopback clients, these networks, or this bearer token.
+METRICS_ALLOW_LOOPBACK = env.bool("METRICS_ALLOW_LOOPBACK", default=True)
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=[])
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {_network!r} is not a network.") from _exc

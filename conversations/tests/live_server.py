@@ -5,18 +5,25 @@ production settings module (``config.settings.base``). ``start_server`` does exa
 a subprocess, with DEBUG off and a real secret key as in production, on a database of its own:
 a SQLite file, or a fresh PostgreSQL database when the test process runs against PostgreSQL
 (``scripts/with-postgres``). pytest-django's test database is never involved.
+
+``start_gunicorn`` starts it as the Dockerfile does instead (gunicorn, several workers and
+threads, serving as ``DATABASE_APP_URL``'s role when one is given), and ``PostgresCluster``
+stops and restarts the throwaway cluster of ``scripts/with-postgres``, for the tests of races
+and outages.
 """
 
 import contextlib
 import os
 import secrets
+import shlex
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -43,6 +50,11 @@ class LiveServer:
 
     def log_tail(self, chars: int = 6000) -> str:
         return self.log()[-chars:]
+
+    def worker_pids(self) -> set[int]:
+        """The pids of the server process's children: gunicorn's workers (Linux only)."""
+        pid = self.process.pid
+        return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
 
 
 def free_port() -> int:
@@ -73,9 +85,26 @@ def postgres_database(admin_url: str) -> Iterator[str]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def server_env(database_url: str) -> dict[str, str]:
+@contextlib.contextmanager
+def owner_connection(database_url: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    """A plain connection as ``database_url``'s role (the tables' owner, which ran the
+    migrations) that sees every user's rows (``app.all_users``, see conversations/rls.py):
+    for checking with SQL what the server wrote."""
+    conninfo = urlunsplit(urlsplit(database_url)._replace(scheme="postgresql"))
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("SELECT set_config('app.all_users', 'on', false)")
+        yield conn
+
+
+def same_database(url: str, database_url: str) -> str:
+    """``url`` (its role, password, host and port) pointed at ``database_url``'s database."""
+    return urlunsplit(urlsplit(url)._replace(path=urlsplit(database_url).path))
+
+
+def server_env(database_url: str, *, app_database_url: str | None = None) -> dict[str, str]:
     """The environment of a production-like run: the README's settings module, DEBUG off, a
-    real secret key, the given database, throttles off so many quick requests are fine."""
+    real secret key, the given database, throttles off so many quick requests are fine.
+    ``app_database_url`` is the serving role's DATABASE_APP_URL, when there is one."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(SETTINGS_PREFIXES)}
     env.update(
         {
@@ -88,15 +117,17 @@ def server_env(database_url: str) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if app_database_url:
+        env["DATABASE_APP_URL"] = app_database_url
     return env
 
 
-def _wait_until_ready(server: LiveServer) -> None:
+def _wait_until_ready(server: LiveServer, name: str = "runserver") -> None:
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(
-                f"runserver exited with {server.process.returncode} before answering /healthz:\n"
+                f"{name} exited with {server.process.returncode} before answering /healthz:\n"
                 f"{server.log_tail()}"
             )
         try:
@@ -106,7 +137,7 @@ def _wait_until_ready(server: LiveServer) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(
-        f"runserver did not answer GET /healthz with 200 within {READY_TIMEOUT_SECONDS:.0f} s:\n"
+        f"{name} did not answer GET /healthz with 200 within {READY_TIMEOUT_SECONDS:.0f} s:\n"
         f"{server.log_tail()}"
     )
 
@@ -121,11 +152,8 @@ def stop_server(server: LiveServer) -> None:
             server.process.wait(timeout=10)
 
 
-def start_server(workdir: Path, database_url: str, attempts: int = 3) -> LiveServer:
-    """Migrate, then serve on a free loopback port; raises with the server's output if it
-    does not come up. The port is chosen before the server binds it, so a port taken in
-    between is retried."""
-    env = server_env(database_url)
+def migrate(env: dict[str, str]) -> None:
+    """``manage.py migrate`` in ``env``: as DATABASE_URL's role, which owns the tables."""
     migrate = subprocess.run(  # noqa: S603 (our own interpreter and manage.py)
         [sys.executable, "manage.py", "migrate", "--noinput"],
         cwd=PROJECT_DIR,
@@ -139,24 +167,169 @@ def start_server(workdir: Path, database_url: str, attempts: int = 3) -> LiveSer
         raise RuntimeError(
             f"manage.py migrate exited with {migrate.returncode}:\n{migrate.stdout}\n{migrate.stderr}"
         )
+
+
+def _serve(
+    workdir: Path,
+    env: dict[str, str],
+    command: Callable[[int], list[str]],
+    *,
+    name: str,
+    port_in_use: str,
+    attempts: int,
+) -> LiveServer:
+    """Run ``command(port)`` on a free loopback port until it answers /healthz. The port is
+    chosen before the server binds it, so a port taken in between (the server's output
+    contains ``port_in_use``) is retried."""
     for attempt in range(1, attempts + 1):
         port = free_port()
-        log_path = workdir / f"runserver-{attempt}.log"
+        log_path = workdir / f"{name}-{attempt}.log"
         with log_path.open("wb") as log:
-            process = subprocess.Popen(  # noqa: S603 (our own interpreter and manage.py)
-                [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
-                cwd=PROJECT_DIR,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+            process = subprocess.Popen(  # noqa: S603 (our own interpreter and programs)
+                command(port), cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
             )
         server = LiveServer(url=f"http://127.0.0.1:{port}", log_path=log_path, process=process, env=env)
         try:
-            _wait_until_ready(server)
+            _wait_until_ready(server, name)
         except RuntimeError:
             stop_server(server)
-            if attempt < attempts and "port is already in use" in server.log():
+            if attempt < attempts and port_in_use in server.log():
                 continue
             raise
         return server
     raise AssertionError("unreachable")
+
+
+def start_server(workdir: Path, database_url: str, attempts: int = 3) -> LiveServer:
+    """Migrate, then serve on a free loopback port; raises with the server's output if it
+    does not come up. The port is chosen before the server binds it, so a port taken in
+    between is retried."""
+    env = server_env(database_url)
+    migrate(env)
+    return _serve(
+        workdir,
+        env,
+        lambda port: [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        name="runserver",
+        port_in_use="port is already in use",
+        attempts=attempts,
+    )
+
+
+def start_gunicorn(
+    workdir: Path,
+    database_url: str,
+    *,
+    app_database_url: str | None = None,
+    workers: int = 3,
+    threads: int = 4,
+    asgi: bool = False,
+    extra_env: dict[str, str] | None = None,
+    attempts: int = 3,
+) -> LiveServer:
+    """Migrate as ``database_url``'s role, then serve as the Dockerfile does: gunicorn with
+    ``config.wsgi`` and ``threads`` threads per worker, or uvicorn workers with ``config.asgi``
+    when ``asgi``. Both modules make the workers connect as ``app_database_url``'s role when it
+    is given (DATABASE_APP_URL). Raises with the server's output if it does not come up."""
+    env = server_env(database_url, app_database_url=app_database_url)
+    migrate(env)
+    env.update(extra_env or {})
+    if asgi:
+        app = ["config.asgi:application", "--worker-class", "uvicorn.workers.UvicornWorker"]
+    else:
+        app = ["config.wsgi:application", "--threads", str(threads)]
+    return _serve(
+        workdir,
+        env,
+        lambda port: [
+            *(sys.executable, "-m", "gunicorn", *app),
+            *("--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--graceful-timeout", "5"),
+        ],
+        name="gunicorn",
+        port_in_use="Connection in use",
+        attempts=attempts,
+    )
+
+
+@dataclass
+class ServedDatabase:
+    server: LiveServer
+    database_url: str  # the owner's URL of the server's own database, for checks with SQL
+    serving_role: str  # the role the server's workers connect as
+
+
+@contextlib.contextmanager
+def gunicorn_on_own_database(workdir: Path, **options: Any) -> Iterator[ServedDatabase]:
+    """``start_gunicorn`` (with ``options``) on a new database of the test run's PostgreSQL
+    server, migrated as DATABASE_URL's role and served as DATABASE_APP_URL's role when the
+    run has one (``scripts/with-postgres`` does); stopped and dropped afterwards."""
+    app_url = os.environ.get("DATABASE_APP_URL")
+    with postgres_database(os.environ["DATABASE_URL"]) as database_url:
+        app_database_url = same_database(app_url, database_url) if app_url else None
+        server = start_gunicorn(workdir, database_url, app_database_url=app_database_url, **options)
+        try:
+            role = urlsplit(app_database_url or database_url).username
+            yield ServedDatabase(server, database_url, str(role))
+        finally:
+            stop_server(server)
+
+
+@dataclass
+class PostgresCluster:
+    """The throwaway cluster of ``scripts/with-postgres``, which the tests may stop and start
+    again. As root the server runs as the ``postgres`` user, and so must ``pg_ctl``."""
+
+    data_dir: Path
+    bin_dir: Path
+
+    @classmethod
+    def from_environment(cls) -> "PostgresCluster | None":
+        """The cluster ``scripts/with-postgres`` started, or None when it did not start one."""
+        data_dir = os.environ.get("PGDATA_FOR_TESTS")
+        bin_dir = os.environ.get("PG_BIN_FOR_TESTS")
+        if not data_dir or not bin_dir:
+            return None
+        return cls(Path(data_dir), Path(bin_dir))
+
+    @property
+    def log_path(self) -> Path:
+        """The server's log, where ``scripts/with-postgres`` puts it."""
+        return self.data_dir.parent / "server.log"
+
+    def log(self, since: int = 0) -> str:
+        """The server's log from byte ``since`` on (``log_size()`` before a test, say)."""
+        with self.log_path.open("rb") as log:
+            log.seek(since)
+            return log.read().decode(errors="replace")
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size
+
+    def pg_ctl(self, *args: str, timeout: float = 60) -> str:
+        command = [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args]
+        if os.getuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        result = subprocess.run(  # noqa: S603 (PostgreSQL's own pg_ctl)
+            command, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"{shlex.join(command)} exited with {result.returncode}:\n{result.stdout}{result.stderr}"
+            )
+        return result.stdout
+
+    def is_running(self) -> bool:
+        return (self.data_dir / "postmaster.pid").exists()
+
+    def stop(self) -> None:
+        """Stop the server as an operator would: ``-m fast`` rolls back open transactions and
+        ends every session."""
+        self.pg_ctl("stop", "-w", "-m", "fast")
+
+    def start(self) -> None:
+        """Start the server again with the options it last started with (``postmaster.opts``
+        holds its command line) and wait until it accepts connections."""
+        options = shlex.split((self.data_dir / "postmaster.opts").read_text())[1:]  # not the program
+        if "-D" in options:  # pg_ctl passes the data directory itself
+            del options[options.index("-D") : options.index("-D") + 2]
+        self.pg_ctl("start", "-w", "-l", str(self.log_path), "-o", shlex.join(options))

@@ -335,3 +335,61 @@ def test_conversation_count_survives_concurrent_looking_appends(auth_client, con
         "4",
     ]
     assert Conversation.objects.get(pk=conversation.pk).updated_at == Message.objects.get(seq=5).created_at
+
+
+# Conditional requests
+
+
+@pytest.mark.parametrize("kind", ["conversation", "messages", "history"])
+def test_conditional_get_answers_304_until_the_conversation_changes(auth_client, conversation, kind):
+    MessageFactory.create(conversation=conversation)
+    url = {
+        "conversation": reverse("conversation-detail", args=[conversation.pk]),
+        "messages": messages_url(conversation.pk),
+        "history": history_url(conversation.pk),
+    }[kind]
+    first = auth_client.get(url)
+    etag = first["ETag"]
+
+    unchanged = auth_client.get(url, HTTP_IF_NONE_MATCH=etag)
+    assert unchanged.status_code == HTTPStatus.NOT_MODIFIED
+    assert unchanged.content == b""
+    assert unchanged["ETag"] == etag
+    assert auth_client.get(url, HTTP_IF_NONE_MATCH=f'"other", {etag}').status_code == HTTPStatus.NOT_MODIFIED
+
+    auth_client.post(messages_url(conversation.pk), {"role": "assistant", "content": "new"})
+    changed = auth_client.get(url, HTTP_IF_NONE_MATCH=etag)
+    assert changed.status_code == HTTPStatus.OK
+    assert changed["ETag"] != etag
+
+
+def test_a_rename_changes_the_conversations_etag(auth_client, conversation):
+    url = reverse("conversation-detail", args=[conversation.pk])
+    etag = auth_client.get(url)["ETag"]
+    auth_client.patch(url, {"title": "Renamed"})
+    assert auth_client.get(url, HTTP_IF_NONE_MATCH=etag).status_code == HTTPStatus.OK
+
+
+def test_etags_differ_between_pages_and_parameters(auth_client, conversation):
+    MessageFactory.create_batch(3, conversation=conversation)
+    first = auth_client.get(messages_url(conversation.pk, "page_size=2"))
+    second = auth_client.get(first.json()["next"])
+    assert (
+        len({first["ETag"], second["ETag"], auth_client.get(history_url(conversation.pk, "limit=2"))["ETag"]})
+        == 3
+    )
+
+
+def test_another_users_etag_gets_a_404_not_a_304(auth_client, other_client, conversation):
+    etag = auth_client.get(history_url(conversation.pk))["ETag"]
+    assert (
+        other_client.get(history_url(conversation.pk), HTTP_IF_NONE_MATCH=etag).status_code
+        == HTTPStatus.NOT_FOUND
+    )
+
+
+def test_a_304_runs_no_more_queries_than_the_full_answer(auth_client, conversation, assert_data_queries):
+    MessageFactory.create_batch(3, conversation=conversation)
+    etag = auth_client.get(history_url(conversation.pk))["ETag"]
+    with assert_data_queries(2):
+        assert auth_client.get(history_url(conversation.pk), HTTP_IF_NONE_MATCH=etag).status_code == 304

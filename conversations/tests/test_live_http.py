@@ -727,3 +727,25 @@ def test_delete_is_204_then_404(alice, server):
         error_body(alice, 404, method, path)
     listed = [c["id"] for c in alice.json(200, "GET", f"{CONVERSATIONS}?page_size=100")["results"]]
     assert cid not in listed
+
+
+def test_conditional_get_answers_304_until_the_conversation_changes(alice, server):
+    cid = alice.json(201, "POST", CONVERSATIONS, json={})["id"]
+    alice.expect(201, "POST", messages_url(cid), json={"role": "user", "content": "hi"})
+    for path in [conversation_url(cid), messages_url(cid), history_url(cid)]:
+        etag = alice.expect(200, "GET", path).headers.get("ETag")
+        assert etag, f"GET {path} carries no ETag"
+        unchanged = alice.expect(304, "GET", path, headers={"If-None-Match": etag})
+        assert unchanged.content == b""
+    etags = {
+        path: alice.request("GET", path).headers["ETag"] for path in [conversation_url(cid), history_url(cid)]
+    }
+    alice.expect(201, "POST", messages_url(cid), json={"role": "assistant", "content": "hello"})
+    for path, etag in etags.items():
+        alice.expect(200, "GET", path, headers={"If-None-Match": etag})
+
+
+def test_metrics_are_open_to_loopback_clients(anonymous):
+    response = anonymous.expect(200, "GET", "/metrics")
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert "# TYPE" in response.text

@@ -1,10 +1,12 @@
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
-from rest_framework.views import APIView
+
+if TYPE_CHECKING:  # DRF imports this module while rest_framework.views is still loading.
+    from rest_framework.views import APIView
 
 
 class UserIdIsCaller(BasePermission):
@@ -13,7 +15,7 @@ class UserIdIsCaller(BasePermission):
 
     message = "user_id must be your own user id; ownership comes from the access token."
 
-    def has_permission(self, request: Request, view: APIView) -> bool:
+    def has_permission(self, request: Request, view: "APIView") -> bool:
         named: list[Any] = list(request.query_params.getlist("user_id"))
         if isinstance(request.data, Mapping) and "user_id" in request.data:
             named.append(request.data["user_id"])

@@ -1,0 +1,176 @@
+"""config.settings.production, each case in a fresh process as a deployment starts it:
+``manage.py check --deploy`` is clean with a real secret, and the settings refuse to load
+with DEBUG on, without a real secret or signing key, or without allowed hosts."""
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from config.settings.base import INSECURE_DEFAULT_SECRET_KEY
+
+MANAGE_PY = str(Path(settings.BASE_DIR) / "manage.py")
+REFUSAL = "django.core.exceptions.ImproperlyConfigured: "
+
+
+def real_secret() -> str:
+    return secrets.token_urlsafe(50)
+
+
+@pytest.fixture
+def production_env(tmp_path):
+    """What a deployment sets, and nothing of the environment running the tests: a real
+    secret key, one allowed host, and a database that is not the repository's SQLite file."""
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "DJANGO_SECRET_KEY": real_secret(),
+        "DJANGO_ALLOWED_HOSTS": "example.com",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'production.sqlite3'}",
+    }
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 (our own interpreter and manage.py)
+        [sys.executable, *args],
+        env=env,
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return run(env, MANAGE_PY, *args)
+
+
+def assert_refuses_to_start(result: subprocess.CompletedProcess[str], *, naming: str) -> None:
+    """A non-zero exit whose last line is the ImproperlyConfigured naming what to set."""
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(REFUSAL), result.stderr[-2000:]
+    assert naming in last_line
+    assert not result.stdout
+
+
+def test_check_deploy_reports_no_issues_with_a_real_secret(production_env):
+    result = manage(production_env, "check", "--deploy", "--fail-level", "WARNING")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "System check identified no issues (0 silenced)."
+
+
+@pytest.mark.parametrize(
+    ("change", "naming"),
+    [
+        ({"DJANGO_SECRET_KEY": None}, "DJANGO_SECRET_KEY"),
+        ({"DJANGO_SECRET_KEY": INSECURE_DEFAULT_SECRET_KEY}, "DJANGO_SECRET_KEY"),
+        ({"DJANGO_DEBUG": "true"}, "DJANGO_DEBUG"),
+        ({"DJANGO_DEBUG": "true", "DJANGO_SECRET_KEY": None}, "DJANGO_DEBUG"),
+        ({"JWT_SIGNING_KEY": INSECURE_DEFAULT_SECRET_KEY}, "JWT_SIGNING_KEY"),
+        ({"JWT_SIGNING_KEY": ""}, "JWT_SIGNING_KEY"),
+        ({"JWT_SIGNING_KEY": "too-short-for-hs256"}, "JWT_SIGNING_KEY"),
+        ({"DJANGO_ALLOWED_HOSTS": None}, "DJANGO_ALLOWED_HOSTS"),
+        ({"DJANGO_ALLOWED_HOSTS": " , "}, "DJANGO_ALLOWED_HOSTS"),
+        ({"DJANGO_SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto"}, "DJANGO_SECURE_PROXY_SSL_HEADER"),
+    ],
+    ids=[
+        "secret key unset",
+        "secret key the development default",
+        "debug on",
+        "debug on without a secret key",
+        "signing key the development default",
+        "signing key empty",
+        "signing key shorter than 32 characters",
+        "allowed hosts unset",
+        "allowed hosts empty",
+        "proxy ssl header without its value",
+    ],
+)
+def test_production_refuses_to_start(production_env, change, naming):
+    env = {**production_env, **{k: v for k, v in change.items() if v is not None}}
+    for name in (k for k, v in change.items() if v is None):
+        del env[name]
+
+    assert_refuses_to_start(manage(env, "check", "--deploy"), naming=naming)
+
+
+PROBE = """
+import json
+import django
+from django.conf import settings
+from django.test import Client
+
+django.setup()
+client = Client()
+plain_api = client.get("/api/v1/auth/me/")
+print(json.dumps({
+    "debug": settings.DEBUG,
+    "browsable_api": settings.BROWSABLE_API,
+    "authentication": settings.REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"],
+    "signing_key_is_secret_key": settings.SIMPLE_JWT["SIGNING_KEY"] == settings.SECRET_KEY,
+    "proxy_ssl_header": settings.SECURE_PROXY_SSL_HEADER,
+    "plain_api": [plain_api.status_code, plain_api.get("Location")],
+    "plain_healthz": client.get("/healthz").status_code,
+    "plain_metrics": client.get("/metrics").status_code,
+    "forwarded_https_api": client.get("/api/v1/auth/me/", headers={"X-Forwarded-Proto": "https"}).status_code,
+    "https_api": client.get("/api/v1/auth/me/", secure=True).status_code,
+    "hsts": client.get("/healthz", secure=True).get("Strict-Transport-Security"),
+    "nosniff": client.get("/healthz", secure=True).get("X-Content-Type-Options"),
+}))
+"""
+
+
+def probe(env: dict[str, str]) -> dict:
+    result = run({**env, "DJANGO_ALLOWED_HOSTS": "testserver"}, "-c", PROBE)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_production_serves_api_over_https_only_but_probes_and_metrics_over_plain_http(production_env):
+    answers = probe(production_env)
+
+    assert answers["debug"] is False
+    assert answers["browsable_api"] is False
+    assert answers["authentication"] == ["accounts.authentication.JWTAuthentication"]
+    assert answers["signing_key_is_secret_key"] is True
+    assert answers["plain_api"] == [301, "https://testserver/api/v1/auth/me/"]
+    assert answers["plain_healthz"] == 200
+    assert answers["plain_metrics"] == 200
+    assert answers["https_api"] == 401
+    assert answers["hsts"] == "max-age=31536000; includeSubDomains; preload"
+    assert answers["nosniff"] == "nosniff"
+    # Without a configured proxy header, a client cannot claim HTTPS by sending one.
+    assert answers["forwarded_https_api"] == 301
+
+
+def test_behind_a_tls_proxy_its_header_marks_requests_as_https(production_env):
+    answers = probe({**production_env, "DJANGO_SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto,https"})
+
+    assert answers["proxy_ssl_header"] == ["HTTP_X_FORWARDED_PROTO", "https"]
+    assert answers["forwarded_https_api"] == 401
+    assert answers["plain_api"][0] == 301
+
+
+def test_the_redirect_and_hsts_can_be_left_to_a_proxy(production_env):
+    answers = probe(
+        {**production_env, "DJANGO_SECURE_SSL_REDIRECT": "false", "DJANGO_SECURE_HSTS_SECONDS": "0"}
+    )
+
+    assert answers["plain_api"] == [401, None]
+    assert answers["hsts"] is None
+
+
+def test_a_signing_key_of_its_own_is_used_when_set(production_env):
+    answers = probe({**production_env, "JWT_SIGNING_KEY": real_secret()})
+
+    assert answers["signing_key_is_secret_key"] is False

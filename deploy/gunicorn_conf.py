@@ -1,0 +1,54 @@
+"""gunicorn's settings for the container (``gunicorn -c deploy/gunicorn_conf.py``).
+
+Uvicorn workers serve ``config.asgi`` (ASGI, so the async service layer runs natively).
+
+Metrics of several workers: prometheus-client's multiprocess mode, switched on here and only
+here. The master picks the samples directory (``PROMETHEUS_MULTIPROC_DIR`` when set, else a
+new temporary one) and puts it in the environment the workers inherit, before any of them
+imports prometheus_client; a scrape of any worker then adds up every worker's samples. It is
+emptied when the master starts, a worker that exits is marked dead (its gauges leave the
+sums, its counts stay), and a temporary one is removed when the master exits. Management
+commands (``manage.py migrate``, exports) do not see the variable and keep their samples to
+themselves. Options given on the command line win over the values here.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+_chosen_dir = os.environ.get(MULTIPROC_DIR_VARIABLE)
+_temporary_dir = not _chosen_dir
+os.environ[MULTIPROC_DIR_VARIABLE] = _chosen_dir or tempfile.mkdtemp(prefix="prometheus-multiproc-")
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"  # noqa: S104 (inside a container)
+workers = int(os.environ.get("WEB_WORKERS", "2"))
+worker_class = "uvicorn.workers.UvicornWorker"
+timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
+graceful_timeout = 20
+keepalive = 5
+# Only these peers' X-Forwarded-For / X-Forwarded-Proto are believed (a reverse proxy's).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+accesslog = "-"
+errorlog = "-"
+
+
+def on_starting(server: Any) -> None:
+    """Start with an empty samples directory: files of an earlier run's workers would
+    otherwise be added to this run's counters."""
+    path = Path(os.environ[MULTIPROC_DIR_VARIABLE])
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: Any) -> None:
+    if _temporary_dir:
+        shutil.rmtree(os.environ[MULTIPROC_DIR_VARIABLE], ignore_errors=True)
