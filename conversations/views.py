@@ -53,7 +53,13 @@ def parse_id(value: str) -> uuid.UUID:
 
 class OwnedViewSet(viewsets.GenericViewSet[Any]):
     """Hands out only the caller's rows: querysets filtered by owner, and on PostgreSQL the
-    whole request after authentication runs in the caller's row-level-security scope."""
+    whole request after authentication runs in the caller's row-level-security scope.
+
+    Actions that only call a service, which scopes itself, skip the request-wide scope, so
+    that their transaction (and an append's row lock) ends before the answer is rendered.
+    """
+
+    self_scoped_actions: frozenset[str] = frozenset()
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         started = time.perf_counter()
@@ -76,6 +82,8 @@ class OwnedViewSet(viewsets.GenericViewSet[Any]):
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # authentication, permissions, throttles
+        if self.action in self.self_scoped_actions:
+            return
         self.owns_transaction = not rls.in_transaction()
         self.request_scope.enter_context(rls.user_scope(self.user))
 
@@ -122,6 +130,7 @@ class ConversationViewSet(
     serializer_class = ConversationSerializer
     pagination_class = ConversationPagination
     filterset_class = ConversationFilter
+    self_scoped_actions = frozenset({"create", "partial_update", "destroy"})
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self) -> QuerySet[Conversation]:
@@ -223,6 +232,7 @@ class MessageViewSet(mixins.RetrieveModelMixin, OwnedViewSet):
     serializer_class = MessageSerializer
     pagination_class = MessagePagination
     filterset_class = MessageFilter
+    self_scoped_actions = frozenset({"create"})
 
     @property
     def conversation_id(self) -> uuid.UUID:

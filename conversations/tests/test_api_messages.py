@@ -2,6 +2,7 @@ import json
 from http import HTTPStatus
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 
 from conversations.models import Conversation, Message
@@ -393,3 +394,14 @@ def test_a_304_runs_no_more_queries_than_the_full_answer(auth_client, conversati
     etag = auth_client.get(history_url(conversation.pk))["ETag"]
     with assert_data_queries(2):
         assert auth_client.get(history_url(conversation.pk), HTTP_IF_NONE_MATCH=etag).status_code == 304
+
+
+def test_an_append_is_the_lock_the_insert_and_the_counter_update(
+    auth_client, conversation, assert_data_queries
+):
+    with assert_data_queries(4) as queries:  # the token's user, then the append's three
+        response = auth_client.post(messages_url(conversation.pk), {"role": "user", "content": "hi"})
+    assert response.status_code == HTTPStatus.CREATED
+    assert [q.split()[0].upper() for q in queries[1:]] == ["SELECT", "INSERT", "UPDATE"]
+    if connection.vendor == "postgresql":  # SQLite serialises writers with IMMEDIATE instead
+        assert "FOR UPDATE" in queries[1].upper()
