@@ -23,6 +23,10 @@ _chosen_dir = os.environ.get(MULTIPROC_DIR_VARIABLE)
 _temporary_dir = not _chosen_dir
 os.environ[MULTIPROC_DIR_VARIABLE] = _chosen_dir or tempfile.mkdtemp(prefix="prometheus-multiproc-")
 
+# Imported here, once the variable is set: importing it first inside child_exit, during a
+# worker's exit, failed with a circular import.
+from prometheus_client import multiprocess  # noqa: E402
+
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"  # noqa: S104 (inside a container)
 workers = int(os.environ.get("WEB_WORKERS", "2"))
 worker_class = "uvicorn.workers.UvicornWorker"
@@ -44,8 +48,6 @@ def on_starting(server: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    from prometheus_client import multiprocess
-
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 

@@ -1,0 +1,287 @@
+"""Control F1: bare Django views that answer like the service with the identical SQL.
+
+Each view runs the statements the service runs for the same request (the simplejwt user
+lookup, then the history, list or append statements, as captured from the service and
+recorded in ``results.json``) through ``connection.cursor()`` (raw psycopg behind Django's
+pool), and builds the same JSON by hand. They go through the same middleware, settings and
+server, so the gap between the service (S) and these views is what DRF, the ORM and the
+serializers cost: F1 is the floor for this stack.
+
+When ``conversations.rls`` exists (row-level security), each view runs its statements in
+``rls.user_scope(user_id)``, as the service's views do: one transaction that first sets
+``app.user_id`` with ``set_config(…, true)``.
+
+Also here: the ``LimitOffset`` control (``?offset=N``) and its keyset twin (``?after=SEQ``)
+on the message list, to show what keyset pagination saves at depth.
+"""
+
+import importlib
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+from django.conf import settings
+from django.core import signing
+from django.db import connection, transaction
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from accounts.models import User
+from conversations.ids import uuid7
+from conversations.models import Conversation, Message
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def _rls_user_scope() -> Callable[..., AbstractContextManager[None]] | None:
+    try:
+        module = importlib.import_module("conversations.rls")
+    except ImportError:
+        return None
+    found: Callable[..., AbstractContextManager[None]] | None = getattr(module, "user_scope", None)
+    return found
+
+
+RLS_USER_SCOPE = _rls_user_scope()
+CURSOR_SALT = "conversations.pagination.cursor"
+
+
+def _columns(table: str, names: tuple[str, ...]) -> str:
+    return ", ".join(f'"{table}"."{name}"' for name in names)
+
+
+U = User._meta.db_table
+M = Message._meta.db_table
+C = Conversation._meta.db_table
+USER_COLUMNS = tuple(f.column for f in User._meta.concrete_fields)
+CONV_COLUMNS = ("id", "user_id", "title", "created_at", "updated_at", "message_count")
+MSG_COLUMNS = ("id", "conversation_id", "user_id", "role", "content", "tool_calls", "created_at", "seq")
+# The statements the service makes today (see queries_per_request in results.json).
+USER_SQL = f'SELECT {_columns(U, USER_COLUMNS)} FROM "{U}" WHERE "{U}"."id" = %s LIMIT 21'  # noqa: S608
+HISTORY_SQL = (
+    f'SELECT "{M}"."seq" AS "seq", "{M}"."role" AS "role", "{M}"."content" AS "content", '  # noqa: S608
+    f'"{M}"."tool_calls" AS "tool_calls" FROM "{M}" '
+    f'WHERE ("{M}"."conversation_id" = %s AND "{M}"."user_id" = %s) ORDER BY 1 DESC LIMIT %s'
+)
+EXISTS_SQL = f'SELECT 1 AS "a" FROM "{C}" WHERE ("{C}"."user_id" = %s AND "{C}"."id" = %s) LIMIT 1'  # noqa: S608
+LIST_SQL = (
+    f'SELECT {_columns(C, CONV_COLUMNS)} FROM "{C}" WHERE "{C}"."user_id" = %s '  # noqa: S608
+    f'ORDER BY "{C}"."updated_at" DESC, "{C}"."id" DESC LIMIT %s'
+)
+MSG_WHERE = f'"{M}"."conversation_id" = %s AND "{M}"."user_id" = %s'
+OFFSET_SQL = (
+    f'SELECT {_columns(M, MSG_COLUMNS)} FROM "{M}" WHERE ({MSG_WHERE}) '  # noqa: S608
+    f'ORDER BY "{M}"."seq" ASC LIMIT %s OFFSET %s'
+)
+KEYSET_SQL = (
+    f'SELECT {_columns(M, MSG_COLUMNS)} FROM "{M}" WHERE ({MSG_WHERE} AND "{M}"."seq" > %s) '  # noqa: S608
+    f'ORDER BY "{M}"."seq" ASC LIMIT %s'
+)
+LOCK_SQL = (
+    f'SELECT {_columns(C, ("id", "updated_at", "message_count"))} FROM "{C}" '  # noqa: S608
+    f'WHERE ("{C}"."id" = %s AND "{C}"."user_id" = %s) LIMIT 21 FOR UPDATE'
+)
+INSERT_SQL = (
+    f'INSERT INTO "{M}" ("id", "conversation_id", "user_id", "seq", "role", "content", "tool_calls", '  # noqa: S608
+    '"created_at") VALUES (%s, %s, %s, %s, %s, %s, %s, %s)'
+)
+UPDATE_SQL = f'UPDATE "{C}" SET "message_count" = %s, "updated_at" = %s WHERE "{C}"."id" = %s'  # noqa: S608
+ALL_SQL = {
+    "user": USER_SQL,
+    "history": HISTORY_SQL,
+    "exists": EXISTS_SQL,
+    "list": LIST_SQL,
+    "offset": OFFSET_SQL,
+    "keyset": KEYSET_SQL,
+    "append_lock": LOCK_SQL,
+    "append_insert": INSERT_SQL,
+    "append_update": UPDATE_SQL,
+}
+
+NOT_FOUND = {"detail": "Not found."}
+UNAUTHORIZED = {"detail": "Given token not valid for any token type"}
+IS_ACTIVE = [f.name for f in User._meta.concrete_fields].index("is_active")
+
+
+def json_response(data: Any, status: int = 200) -> HttpResponse:
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return HttpResponse(body.encode(), status=status, content_type="application/json")
+
+
+def authenticate(request: HttpRequest) -> uuid.UUID | None:
+    """The caller's user id: the token checked as simplejwt checks it (HS256, an access
+    token), then the same user SELECT simplejwt makes."""
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    if not header.startswith("Bearer "):
+        return None
+    try:
+        claims = jwt.decode(header[7:], settings.SIMPLE_JWT["SIGNING_KEY"], algorithms=["HS256"])
+        user_id = uuid.UUID(claims["user_id"])
+    except (jwt.PyJWTError, KeyError, ValueError, TypeError):
+        return None
+    if claims.get("token_type") != "access":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(USER_SQL, [user_id])
+        row = cursor.fetchone()
+    if row is None or not row[IS_ACTIVE]:
+        return None
+    return user_id
+
+
+@contextmanager
+def scope(user_id: uuid.UUID, *, write: bool = False) -> Iterator[None]:
+    """The transaction the service runs a request in: with RLS, the service's own
+    ``user_scope``; without, none for a read and one for a write."""
+    if RLS_USER_SCOPE is not None:
+        with RLS_USER_SCOPE(user_id, atomic=True):
+            yield
+    elif write:
+        with transaction.atomic():
+            yield
+    else:
+        yield
+
+
+Handler = Callable[..., HttpResponse]
+
+
+def authenticated(view: Handler) -> Handler:
+    def wrapper(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        user_id = authenticate(request)
+        if user_id is None:
+            return json_response(UNAUTHORIZED, status=401)
+        return view(request, user_id=user_id, **kwargs)
+
+    return csrf_exempt(wrapper)
+
+
+def _time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+def _load_json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _conversation_missing(cursor: Any, user_id: uuid.UUID, conversation_id: uuid.UUID) -> bool:
+    cursor.execute(EXISTS_SQL, [user_id, conversation_id])
+    return cursor.fetchone() is None
+
+
+@authenticated
+def history(request: HttpRequest, *, user_id: uuid.UUID, conversation_id: uuid.UUID) -> HttpResponse:
+    limit = min(500, max(1, int(request.GET.get("limit", "50"))))
+    with scope(user_id), connection.cursor() as cursor:
+        cursor.execute(HISTORY_SQL, [conversation_id, user_id, limit])
+        rows = cursor.fetchall()
+        if not rows and _conversation_missing(cursor, user_id, conversation_id):
+            return json_response(NOT_FOUND, status=404)
+    messages = []
+    for _, role, content, tool_calls in reversed(rows):
+        message = {"role": role, "content": content}
+        if tool_calls is not None:
+            message["tool_calls"] = _load_json(tool_calls)
+        messages.append(message)
+    return json_response({"conversation_id": str(conversation_id), "messages": messages})
+
+
+def _conversation_json(row: tuple[Any, ...]) -> dict[str, Any]:
+    cid, uid, title, created_at, updated_at, count = row
+    return {
+        "id": str(cid),
+        "user_id": str(uid),
+        "title": title,
+        "created_at": _time(created_at),
+        "updated_at": _time(updated_at),
+        "message_count": count,
+    }
+
+
+@authenticated
+def conversation_list(request: HttpRequest, *, user_id: uuid.UUID) -> HttpResponse:
+    """The first page of the list in the default ordering, with a signed next cursor."""
+    page_size = min(100, max(1, int(request.GET.get("page_size", "20"))))
+    with scope(user_id), connection.cursor() as cursor:
+        cursor.execute(LIST_SQL, [user_id, page_size + 1])
+        rows = cursor.fetchall()
+    results = [_conversation_json(row) for row in rows[:page_size]]
+    next_link = None
+    if len(rows) > page_size:
+        edge = rows[page_size - 1]
+        payload = {"o": "-updated_at", "k": [edge[4].isoformat(), str(edge[0])], "r": False}
+        next_link = request.build_absolute_uri(f"?cursor={signing.dumps(payload, salt=CURSOR_SALT)}")
+    return json_response({"next": next_link, "previous": None, "results": results})
+
+
+def _message_json(row: tuple[Any, ...]) -> dict[str, Any]:
+    mid, cid, uid, role, content, tool_calls, created_at = row[:7]
+    return {
+        "id": str(mid),
+        "conversation_id": str(cid),
+        "user_id": str(uid),
+        "role": role,
+        "content": content,
+        "tool_calls": _load_json(tool_calls),
+        "created_at": _time(created_at),
+    }
+
+
+def _message_page(request: HttpRequest, user_id: uuid.UUID, conversation_id: uuid.UUID) -> HttpResponse:
+    """A page of the message list: ``?offset=N`` (LIMIT/OFFSET) or ``?after=SEQ`` (keyset)."""
+    page_size = min(200, max(1, int(request.GET.get("page_size", "50"))))
+    with scope(user_id), connection.cursor() as cursor:
+        if "after" in request.GET:
+            cursor.execute(KEYSET_SQL, [conversation_id, user_id, int(request.GET["after"]), page_size + 1])
+        else:
+            offset = max(0, int(request.GET.get("offset", "0")))
+            cursor.execute(OFFSET_SQL, [conversation_id, user_id, page_size + 1, offset])
+        rows = cursor.fetchall()
+        if not rows and _conversation_missing(cursor, user_id, conversation_id):
+            return json_response(NOT_FOUND, status=404)
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    next_link = request.build_absolute_uri(f"?after={rows[-1][7]}") if more and rows else None
+    return json_response({"next": next_link, "previous": None, "results": [_message_json(r) for r in rows]})
+
+
+def _append(request: HttpRequest, user_id: uuid.UUID, conversation_id: uuid.UUID) -> HttpResponse:
+    try:
+        body = json.loads(request.body)
+    except ValueError:
+        return json_response({"detail": "JSON parse error"}, status=400)
+    role, content, tool_calls = body.get("role"), body.get("content"), body.get("tool_calls")
+    if role not in ("user", "assistant"):
+        return json_response({"role": ["Not a valid choice."]}, status=400)
+    if not (content is None or (isinstance(content, str) and len(content) <= 10_000)):
+        return json_response({"content": ["Not a valid string."]}, status=400)
+    if not (tool_calls is None or (isinstance(tool_calls, list) and tool_calls and role == "assistant")):
+        return json_response({"tool_calls": ["Not valid."]}, status=400)
+    with scope(user_id, write=True), connection.cursor() as cursor:
+        cursor.execute(LOCK_SQL, [conversation_id, user_id])
+        row = cursor.fetchone()
+        if row is None:
+            return json_response(NOT_FOUND, status=404)
+        _, updated_at, count = row
+        created_at = max(timezone.now(), updated_at)
+        seq = count + 1
+        message_id = uuid7()
+        tool_json = json.dumps(tool_calls) if tool_calls is not None else None
+        cursor.execute(
+            INSERT_SQL, [message_id, conversation_id, user_id, seq, role, content, tool_json, created_at]
+        )
+        cursor.execute(UPDATE_SQL, [seq, created_at, conversation_id])
+    message = (message_id, conversation_id, user_id, role, content, tool_calls, created_at)
+    return json_response(_message_json(message), status=201)
+
+
+@authenticated
+def messages(request: HttpRequest, *, user_id: uuid.UUID, conversation_id: uuid.UUID) -> HttpResponse:
+    if request.method == "POST":
+        return _append(request, user_id, conversation_id)
+    return _message_page(request, user_id, conversation_id)

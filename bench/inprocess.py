@@ -1,0 +1,228 @@
+"""Figures measured inside the harness's own Django process (never the server's):
+
+- the statements each request makes, through Django's test client with
+  ``CaptureQueriesContext`` (the whole middleware and DRF stack, one request at a time);
+- the agent's view: ``selectors.history_load`` and ``selectors.message_list`` against
+  control P, langchain-postgres ``PostgresChatMessageHistory`` on the same messages;
+- deleting a large conversation through ``services.conversation_delete``.
+
+Once row-level security lands, in-process ORM calls must run inside
+``conversations.rls.user_scope(user)``; ``user_scope`` below uses it when the module exists
+and says so in the results when it does not.
+"""
+
+import contextlib
+import importlib
+import json
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from accounts.models import User
+from conversations import selectors, services
+from conversations.models import Message
+
+P_TABLE = "bench_langchain_message_store"
+
+
+def _rls_module() -> Any:
+    try:
+        return importlib.import_module("conversations.rls")
+    except ImportError:
+        return None
+
+
+RLS = _rls_module()
+USER_SCOPE_AVAILABLE = RLS is not None and hasattr(RLS, "user_scope")
+
+
+@contextlib.contextmanager
+def user_scope(user: User) -> Iterator[None]:
+    """``conversations.rls.user_scope(user)`` when it exists, else nothing."""
+    if USER_SCOPE_AVAILABLE:
+        with RLS.user_scope(user):
+            yield
+    else:
+        yield
+
+
+def classify(sql: str) -> str:
+    text = sql.strip().upper()
+    if text.startswith(("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")):
+        return "transaction"
+    if "SET_CONFIG" in text or text.startswith(("SET ", "RESET ")):
+        return "rls"
+    if '"ACCOUNTS_USER"' in text and text.startswith("SELECT"):
+        return "auth"
+    return "data"
+
+
+def capture_request(
+    client: Client, method: str, path: str, token: str, body: dict[str, Any] | None = None, **headers: str
+) -> dict[str, Any]:
+    """The statements one request makes, and its status, through the full stack."""
+    extra = {"HTTP_AUTHORIZATION": f"Bearer {token}", "HTTP_HOST": "127.0.0.1"}
+    extra.update({f"HTTP_{k.upper().replace('-', '_')}": v for k, v in headers.items()})
+    with CaptureQueriesContext(connection) as captured:
+        if method == "GET":
+            response = client.get(path, **extra)  # type: ignore[arg-type]
+        else:
+            response = client.post(
+                path,
+                data=json.dumps(body),
+                content_type="application/json",
+                **extra,  # type: ignore[arg-type]
+            )
+    statements = [q["sql"] for q in captured.captured_queries]
+    kinds = [classify(s) for s in statements]
+    return {
+        "status": response.status_code,
+        "etag": response.headers.get("ETag"),
+        "statements": len(statements),
+        "by_kind": {k: kinds.count(k) for k in ("auth", "data", "rls", "transaction")},
+        "data_selects": sum(
+            1
+            for s, k in zip(statements, kinds, strict=True)
+            if k == "data" and s.lstrip().upper().startswith("SELECT")
+        ),
+        "count_queries": sum(1 for s in statements if "COUNT(" in s.upper()),
+        "sql": statements,
+    }
+
+
+def queries_per_request(
+    *, token: str, conversation_id: str, append_token: str, append_conversation_id: str
+) -> dict[str, dict[str, Any]]:
+    client = Client()
+    base = f"/api/v1/conversations/{conversation_id}"
+    result = {
+        "history": capture_request(client, "GET", f"{base}/history/", token),
+        "list": capture_request(client, "GET", "/api/v1/conversations/", token),
+        "message_list": capture_request(client, "GET", f"{base}/messages/", token),
+        "append": capture_request(
+            client,
+            "POST",
+            f"/api/v1/conversations/{append_conversation_id}/messages/",
+            append_token,
+            {"role": "user", "content": "How many statements does this take?"},
+        ),
+        "f1_history": capture_request(
+            client, "GET", f"/bench/f1/conversations/{conversation_id}/history/", token
+        ),
+        "f1_append": capture_request(
+            client,
+            "POST",
+            f"/bench/f1/conversations/{append_conversation_id}/messages/",
+            append_token,
+            {"role": "user", "content": "And the floor?"},
+        ),
+    }
+    etag = result["history"]["etag"]
+    if etag:
+        result["history_304"] = capture_request(client, "GET", f"{base}/history/", token, if_none_match=etag)
+    return result
+
+
+def _compare(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, dict[str, float]]:
+    """Time each call ``rounds`` times, taking turns, so that a busy machine slows them alike."""
+    for call in calls.values():
+        call()  # warm: the pool's connection, statement caches, imports
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            samples[name].append((time.perf_counter() - started) * 1000)
+    return {
+        name: {"median_ms": statistics.median(s), "min_ms": min(s), "runs": float(len(s))}
+        for name, s in samples.items()
+    }
+
+
+def _langchain_messages(rows: list[Message]) -> list[Any]:
+    lc_messages = importlib.import_module("langchain_core.messages")
+    out: list[Any] = []
+    for message in rows:
+        if message.role == "user":
+            out.append(lc_messages.HumanMessage(content=message.content or ""))
+        else:
+            calls = [
+                {"name": c["function"]["name"], "args": json.loads(c["function"]["arguments"]), "id": c["id"]}
+                for c in (message.tool_calls or [])
+            ]
+            out.append(lc_messages.AIMessage(content=message.content or "", tool_calls=calls))
+    return out
+
+
+def agent_comparison(*, database_url: str, user: User, conversation_id: str, repeat: int) -> dict[str, Any]:
+    """Ours in-process against control P on one conversation (1,000 messages in the full run)."""
+    histories = importlib.import_module("langchain_postgres")
+    with user_scope(user):
+        rows = list(selectors.message_list(user=user, conversation_id=conversation_id))
+    with psycopg.connect(database_url) as p_conn:
+        histories.PostgresChatMessageHistory.create_tables(p_conn, P_TABLE)
+        p_conn.execute(f"DELETE FROM {P_TABLE} WHERE session_id = %s", [conversation_id])  # noqa: S608
+        p_conn.commit()
+        store = histories.PostgresChatMessageHistory(P_TABLE, conversation_id, sync_connection=p_conn)
+        store.add_messages(_langchain_messages(rows))
+        p_count = len(store.get_messages())
+
+        def ours_50() -> object:
+            with user_scope(user):
+                return selectors.history_load(user=user, conversation_id=conversation_id, limit=50)
+
+        def ours_all() -> object:
+            with user_scope(user):
+                return list(selectors.message_list(user=user, conversation_id=conversation_id))
+
+        def ours_all_values() -> object:
+            with user_scope(user):
+                return list(
+                    selectors.message_list(user=user, conversation_id=conversation_id).values_list(
+                        "role", "content", "tool_calls"
+                    )
+                )
+
+        calls: dict[str, Callable[[], object]] = {
+            "ours_history_50": ours_50,
+            "ours_message_list_all": ours_all,
+            "ours_message_list_all_values": ours_all_values,
+            "p_get_messages": store.get_messages,
+        }
+        in_order = getattr(selectors, "messages_in_order", None)
+        if in_order is not None:  # the selector that scopes itself and checks ownership
+            calls["ours_messages_in_order"] = lambda: in_order(user=user, conversation_id=conversation_id)
+        figures: dict[str, Any] = {
+            "messages": len(rows),
+            "p_messages": p_count,
+            **_compare(calls, repeat),
+            "user_scope": "conversations.rls.user_scope"
+            if USER_SCOPE_AVAILABLE
+            else "missing (no RLS module)",
+            "database_role": connection.settings_dict.get("USER"),
+        }
+    return figures
+
+
+def delete_conversation(*, user: User, conversation_id: str, messages: int) -> dict[str, Any]:
+    """Delete one large conversation through the service, counting its statements."""
+    with CaptureQueriesContext(connection) as captured, user_scope(user):
+        started = time.perf_counter()
+        services.conversation_delete(user=user, conversation_id=conversation_id)
+        seconds = time.perf_counter() - started
+    statements = [q["sql"] for q in captured.captured_queries]
+    return {
+        "messages": messages,
+        "seconds": seconds,
+        "statements": len(statements),
+        "by_kind": {k: [classify(s) for s in statements].count(k) for k in ("data", "rls", "transaction")},
+        "work_statements": sum(1 for s in statements if classify(s) != "transaction"),
+        "sql": [s[:300] for s in statements],
+        "user_scope": "conversations.rls.user_scope" if USER_SCOPE_AVAILABLE else "missing (no RLS module)",
+    }

@@ -1,0 +1,1075 @@
+"""The benchmark: ``make bench`` (full) or ``make bench-smoke`` (tiny data, seconds per figure).
+
+Runs inside ``scripts/with-postgres`` (a throwaway PostgreSQL 15 and its ``DATABASE_URL``):
+
+1. migrates, creates the users, and loads one database per data size (10,000, 100,000 and
+   1,000,000 messages), each starting with the same base rows;
+2. starts the service on each as in production (gunicorn, ``config.wsgi``, gthread workers,
+   DEBUG off, JWT auth, the serving role) with control F1 mounted beside it
+   (``bench.settings``), and measures the latency of the same history and conversation-list
+   pages, S and F1, one request at a time, the sizes interleaved (target 4);
+3. on the largest, the throughput of S against F1 (targets 2, 3, 6), the statements per
+   request (1), the agent's
+   in-process calls against control P (5), a page at depth 500 by keyset and by OFFSET,
+   the delete of a 100,000-message conversation (8), the latency of appends at 80% of
+   the peak rate (3), the workers' memory over 100,000 requests (7), and uvicorn workers
+   against gthread workers;
+4. prints one table, writes ``bench/results/results.json`` and ``bench/results/latency.png``.
+
+Figures are ratios within one run: the machine is shared and noisy. wrk (and hey for the
+fixed-rate run) is the HTTP client; the harness's own Python only sets up, and measures the
+in-process figures in its own process, never the server's.
+
+The exit status is non-zero when a figure could not be produced (not when a target is
+missed), which is what ``make bench-smoke`` asserts.
+"""
+
+import argparse
+import contextlib
+import importlib
+import json
+import logging
+import os
+import platform
+import random
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from bench import loadgen
+from bench.loaddata import ConversationInfo, load_conversation, load_stage, progress, vacuum_analyze, verify
+from bench.loadgen import Target
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+TMP_DIR = RESULTS_DIR / "tmp"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    users: int
+    probe_users: int  # owners of the small data set, whose list pages are measured
+    probe_conversations: int  # conversations of each probe user in the small data set
+    sizes: tuple[int, ...]  # messages in each database; the first and last are compared (target 4)
+    delete_messages: int  # the conversation deleted at the end (and paged to depth)
+    depth_pages: int
+    seconds: float  # one throughput measurement
+    latency_seconds: float  # one latency measurement, one connection
+    repeats: int
+    connections: int
+    memory_requests: tuple[int, int]
+    memory_max_seconds: float  # on a busy machine, stop short and say so
+    agent_repeat: int
+    profile_seconds: float  # py-spy per endpoint, 0 for none
+
+
+PROFILES = {
+    "full": Profile(
+        name="full",
+        users=100,
+        probe_users=10,
+        probe_conversations=25,
+        sizes=(10_000, 100_000, 1_000_000),
+        delete_messages=100_000,
+        depth_pages=500,
+        seconds=8,
+        latency_seconds=4,
+        repeats=3,
+        connections=16,
+        memory_requests=(10_000, 100_000),
+        memory_max_seconds=360,
+        agent_repeat=100,
+        profile_seconds=8,
+    ),
+    "smoke": Profile(
+        name="smoke",
+        users=20,
+        probe_users=5,
+        probe_conversations=5,
+        sizes=(500, 2_000),
+        delete_messages=2_000,
+        depth_pages=10,
+        seconds=2,
+        latency_seconds=1,
+        repeats=1,
+        connections=8,
+        memory_requests=(300, 1_000),
+        memory_max_seconds=15,
+        agent_repeat=10,
+        profile_seconds=0,
+    ),
+}
+
+
+def server_environment(database_url: str) -> dict[str, str]:
+    """The deployment's variables: DEBUG off, a real secret, the pool's defaults. Tokens
+    outlive the run, and DRF's throttles are off so that a load generator sending a few
+    thousand requests a second as 100 users measures the service rather than its 429s."""
+    return {
+        "DATABASE_URL": database_url,
+        "DJANGO_SETTINGS_MODULE": "bench.settings",
+        "DJANGO_DEBUG": "false",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "JWT_ACCESS_TOKEN_LIFETIME": str(6 * 3600),
+        "API_THROTTLE_USER": "none",
+        "API_THROTTLE_ANON": "none",
+    }
+
+
+def http(
+    url: str, *, token: str, method: str = "GET", body: str = "", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One setup request from the harness (never used to measure)."""
+    request = urllib.request.Request(url, data=body.encode() or None, method=method)  # noqa: S310
+    request.add_header("Authorization", f"Bearer {token}")
+    if body:
+        request.add_header("Content-Type", "application/json")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310
+            return answer.status, dict(answer.headers), answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def path_of(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory_kib = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_kib = int(line.split()[1])
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout.split(
+        "\n"
+    )[0]
+    versions = {}
+    for package in ("django", "rest_framework", "psycopg", "gunicorn", "uvicorn", "langchain_postgres"):
+        with contextlib.suppress(Exception):
+            versions[package] = str(getattr(importlib.import_module(package), "__version__", "?"))
+    return {
+        "cpu_model": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "wrk": wrk_version.strip(),
+        "packages": versions,
+    }
+
+
+class Bench:
+    def __init__(self, profile: Profile, database_url: str, env: dict[str, str]) -> None:
+        self.p = profile
+        self.database_url = database_url
+        self.env = env
+        self.started = time.perf_counter()
+        self.figures: dict[str, Any] = {}
+        self.errors: list[dict[str, str]] = []
+        self.rng = random.Random(5)
+        self.base_url = ""
+        self.main_server: Any = None
+        self.main_requests = 0
+        self.memory_points: list[dict[str, int]] = []
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        progress(f"bench: {name} (at {time.perf_counter() - self.started:.0f} s)")
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 (one failed figure must not lose the others)
+            progress(f"bench: {name} FAILED: {exc!r}")
+            self.errors.append(
+                {"step": name, "error": repr(exc), "traceback": traceback.format_exc()[-3000:]}
+            )
+
+    def wrk(
+        self, targets: list[Target], *, seconds: float, connections: int, base_url: str = ""
+    ) -> dict[str, Any]:
+        url = base_url or self.base_url
+        result = loadgen.wrk(url, targets, seconds=seconds, connections=connections, tmp_dir=TMP_DIR)
+        if self.main_server is not None and url == self.main_server.url:
+            self.main_requests += int(result["requests"])
+            if not self.memory_points and self.main_requests >= self.p.memory_requests[0]:
+                self.memory_point()
+        return result
+
+    def memory_point(self) -> None:
+        """The main server's workers' RSS now, with the number of requests it has served
+        (every request wrk sent it: S and F1, reads and appends alike)."""
+        assert self.main_server is not None
+        point = {"requests": self.main_requests, "rss_kib": self.main_server.rss_kib()}
+        self.memory_points.append(point)
+        progress(
+            f"bench:   after {point['requests']:,} requests: workers' RSS {point['rss_kib'] / 1024:.1f} MiB"
+        )
+
+    def series(
+        self, named: dict[str, tuple[str, list[Target]]], *, seconds: float, connections: int
+    ) -> dict[str, dict[str, Any]]:
+        """Each named request mix (base URL, requests) ``repeats`` times, interleaved so that
+        the machine's drift touches all alike, and the median of each."""
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in named}
+        order = list(named)
+        for _ in range(self.p.repeats):
+            for name in order:
+                base_url, targets = named[name]
+                runs[name].append(
+                    self.wrk(targets, seconds=seconds, connections=connections, base_url=base_url)
+                )
+            self.rng.shuffle(order)  # no mix always runs first (or right after another)
+        result = {name: loadgen.median_of(r) for name, r in runs.items()}
+        for name, figures in result.items():
+            if figures["errors"]:
+                progress(f"bench: WARNING {name}: {figures['errors']} errors or non-2xx/3xx answers")
+            progress(
+                f"bench:   {name:28s} {figures['rps']:9.1f} req/s  p50 {figures['p50_ms']:7.2f} ms  "
+                f"p99 {figures['p99_ms']:7.2f} ms  (c={connections})"
+            )
+        return result
+
+    def latency(self, named: dict[str, list[Target]]) -> dict[str, dict[str, Any]]:
+        on_main = {name: (self.base_url, targets) for name, targets in named.items()}
+        return self.series(on_main, seconds=self.p.latency_seconds, connections=1)
+
+    def throughput(self, named: dict[str, list[Target]]) -> dict[str, dict[str, Any]]:
+        on_main = {name: (self.base_url, targets) for name, targets in named.items()}
+        return self.series(on_main, seconds=self.p.seconds, connections=self.p.connections)
+
+    def start_server(self, kind: str, *, database: str | None = None, main: bool = True) -> Any:
+        """gunicorn on the main database, or on the database named ``database``."""
+        from bench import server
+
+        workers = int(os.environ.get("BENCH_WORKERS", "2"))
+        threads = int(os.environ.get("BENCH_THREADS", "4"))
+        env = dict(self.env)
+        if database:
+            env["DATABASE_URL"] = with_database(self.database_url, database)
+            if os.environ.get("DATABASE_APP_URL"):
+                env["DATABASE_APP_URL"] = with_database(os.environ["DATABASE_APP_URL"], database)
+        srv = server.start(kind, env=env, workers=workers, threads=threads, log_dir=TMP_DIR)
+        if main:
+            self.base_url = srv.url
+            self.figures.setdefault("servers", {})[kind] = {
+                "command": " ".join(srv.command[1:]),
+                "workers": workers,
+                "threads": threads if kind == "gthread" else None,
+                # config.wsgi/asgi serve as DATABASE_APP_URL's role when it is set (RLS binds it).
+                "database_role": urlsplit(os.environ.get("DATABASE_APP_URL") or self.database_url).username,
+            }
+        return srv
+
+    def warm_up(self, base_url: str = "") -> None:
+        mix = self.scale_history[:50] + self.scale_list[:20] + self.scale_history_f1[:50]
+        self.wrk(mix, seconds=min(3, self.p.seconds), connections=self.p.connections, base_url=base_url)
+
+    # -- data and targets -----------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """The main database holds the largest size; each smaller size gets a database of
+        its own made from the main one as a template right after migrating (schema, grants,
+        policies and users alike). Every database starts with the same base data (same
+        seed, same clock), so the pages measured for target 4 are the same rows at every
+        size; the rest is filler up to the size."""
+        from django.core.management import call_command
+        from django.db import connections
+
+        from bench.users import access_token, ensure_users
+
+        call_command("migrate", verbosity=0)
+        self.users = ensure_users(self.p.users)
+        self.user_by_id = {str(u.pk): u for u in self.users}
+        self.tokens = {str(u.pk): access_token(u) for u in self.users}
+        for conn in connections.all():  # CREATE DATABASE … TEMPLATE needs the template idle
+            conn.close()
+            if hasattr(conn, "close_pool"):
+                conn.close_pool()
+        main_db = urlsplit(self.database_url).path.lstrip("/")
+        self.size_databases: dict[int, str | None] = {}
+        for size in self.p.sizes[:-1]:
+            name = f"{main_db}_size_{size}"
+            create_database_from(self.database_url, name, template=main_db)
+            self.size_databases[size] = name
+        self.size_databases[self.p.sizes[-1]] = None
+
+        probe_users = [str(u.pk) for u in self.users[: self.p.probe_users]]
+        weights = [1 / (rank + 1) ** 0.5 for rank in range(len(self.users))]  # some users are busier
+        now_us = time.time_ns() // 1000
+        small = self.p.sizes[0]
+        described: dict[str, Any] = {}
+        for size, database in self.size_databases.items():
+            url = with_database(self.database_url, database) if database else self.database_url
+            base = load_stage(
+                url,
+                user_ids=probe_users,
+                messages=small,
+                conversations=self.p.probe_users * self.p.probe_conversations,
+                seed=1,
+                stage=f"base of {size:,}",
+                now_us=now_us,
+            )
+            conversations, seconds = list(base.conversations), base.seconds
+            if size > small:
+                filler = load_stage(
+                    url,
+                    user_ids=[str(u.pk) for u in self.users],
+                    messages=size - small,
+                    conversations=max(1, round((size - small) / 50)),
+                    seed=2,
+                    stage=f"rest of {size:,}",
+                    now_us=now_us,
+                    user_weights=weights,
+                )
+                conversations += filler.conversations
+                seconds += filler.seconds
+            described[str(size)] = self.describe(conversations, seconds, base.superuser)
+            described[str(size)]["vacuum_analyze_seconds"] = vacuum_analyze(url)
+            if database is None:
+                self.base_conversations = list(base.conversations)
+                self.conversations = conversations
+                started = time.perf_counter()
+                described["verify"] = verify(url)
+                described["verify_seconds"] = time.perf_counter() - started
+                progress(f"bench: data verified: {described['verify']}")
+        described["largest"] = str(self.p.sizes[-1])
+        self.figures["data"] = described
+
+        long_enough = sorted((c for c in self.base_conversations if c.length >= 50), key=lambda c: -c.length)
+        if len(long_enough) < 5:
+            long_enough = sorted(self.base_conversations, key=lambda c: -c.length)[:10]
+        probes = long_enough[:50]
+        self.scale_history = [self.t("GET", f"/api/v1/conversations/{c.id}/history/", c) for c in probes]
+        self.scale_history_f1 = [self.t("GET", f"/bench/f1/conversations/{c.id}/history/", c) for c in probes]
+        self.scale_list = [Target("GET", "/api/v1/conversations/", self.tokens[u]) for u in probe_users]
+        self.scale_list_f1 = [Target("GET", "/bench/f1/conversations/", self.tokens[u]) for u in probe_users]
+
+        base_ids = {c.id for c in self.base_conversations}
+        sample = [c for c in self.conversations if c.length >= 50 and c.id not in base_ids]
+        self.rng.shuffle(sample)
+        history = sample[:500] or probes
+        self.history_targets = [self.t("GET", f"/api/v1/conversations/{c.id}/history/", c) for c in history]
+        self.f1_history_targets = [
+            self.t("GET", f"/bench/f1/conversations/{c.id}/history/", c) for c in history
+        ]
+        self.list_targets = [Target("GET", "/api/v1/conversations/", t) for t in self.tokens.values()]
+        self.f1_list_targets = [Target("GET", "/bench/f1/conversations/", t) for t in self.tokens.values()]
+        chosen = {c.id for c in history} | base_ids
+        rest = [c for c in self.conversations if c.id not in chosen]
+        self.rng.shuffle(rest)
+        self.append_conversations = rest[:1000]
+        self.message_page_targets = [
+            self.t("GET", f"/api/v1/conversations/{c.id}/messages/", c) for c in history[:200]
+        ]
+
+    def t(self, method: str, path: str, conversation: ConversationInfo, body: str = "") -> Target:
+        return Target(method, path, self.tokens[conversation.user_id], body)
+
+    def append_targets(self, prefix: str) -> list[Target]:
+        targets = []
+        for c in self.append_conversations:
+            content = " ".join(
+                self.rng.choice(("why", "does", "the", "pool", "time", "out", "here")) for _ in range(20)
+            )
+            body = json.dumps({"role": "user", "content": content})
+            targets.append(self.t("POST", f"{prefix}/conversations/{c.id}/messages/", c, body))
+        return targets
+
+    @staticmethod
+    def describe(conversations: list[ConversationInfo], seconds: float, superuser: bool) -> dict[str, Any]:
+        lengths = sorted(c.length for c in conversations)
+        return {
+            "messages": sum(lengths),
+            "conversations": len(lengths),
+            "users": len({c.user_id for c in conversations}),
+            "length_median": statistics.median(lengths),
+            "length_p90": lengths[int(0.9 * (len(lengths) - 1))],
+            "length_max": lengths[-1],
+            "length_1000": sum(1 for n in lengths if n == 1000),
+            "seconds": seconds,
+            "copy_as_superuser": superuser,
+        }
+
+    # -- measurements -----------------------------------------------------------------------
+
+    def scale(self, servers: dict[int, Any]) -> None:
+        """The same pages at every size, one connection, the sizes' servers interleaved."""
+        keys = {
+            "history_s": self.scale_history,
+            "history_f1": self.scale_history_f1,
+            "list_s": self.scale_list,
+            "list_f1": self.scale_list_f1,
+        }
+        named = {
+            f"{key}@{size}": (srv.url, targets)
+            for size, srv in servers.items()
+            for key, targets in keys.items()
+        }
+        result = self.series(named, seconds=self.p.latency_seconds, connections=1)
+        self.figures["scale"] = {
+            str(size): {key: result[f"{key}@{size}"] for key in keys} for size in servers
+        }
+
+    def check_answers(self) -> None:
+        """S and F1 answer 2xx with the same JSON for the same history page and list page."""
+        c = self.history_targets[0]
+        s_status, _, s_body = http(self.base_url + c.path, token=c.token)
+        f_status, _, f_body = http(self.base_url + c.path.replace("/api/v1/", "/bench/f1/"), token=c.token)
+        ls_status, _, ls_body = http(self.base_url + "/api/v1/conversations/", token=c.token)
+        lf_status, _, lf_body = http(self.base_url + "/bench/f1/conversations/", token=c.token)
+        same_history = s_status == f_status == 200 and json.loads(s_body) == json.loads(f_body)
+        same_list = (
+            ls_status == lf_status == 200 and json.loads(ls_body)["results"] == json.loads(lf_body)["results"]
+        )
+        self.figures["f1_same_json"] = {"history": same_history, "list_results": same_list}
+        if not (same_history and same_list):
+            progress(f"bench: WARNING F1 and S answer differently: {self.figures['f1_same_json']}")
+
+    def read_throughput(self) -> None:
+        self.figures["throughput"] = self.throughput(
+            {
+                "history_s": self.history_targets,
+                "history_f1": self.f1_history_targets,
+                "list_s": self.list_targets,
+                "list_f1": self.f1_list_targets,
+            }
+        )
+
+    def conditional_get(self) -> None:
+        first = self.history_targets[0]
+        status, headers, _ = http(self.base_url + first.path, token=first.token)
+        etag = {k.lower(): v for k, v in headers.items()}.get("etag")
+        if status != 200 or not etag:
+            self.figures["conditional"] = {"implemented": False, "reason": "no ETag on the history page"}
+            return
+        again, _, _ = http(self.base_url + first.path, token=first.token, headers={"If-None-Match": etag})
+        if again != 304:
+            self.figures["conditional"] = {"implemented": False, "reason": f"If-None-Match answered {again}"}
+            return
+        targets = []
+        for target in self.history_targets[:200]:
+            _, h, _ = http(self.base_url + target.path, token=target.token)
+            tag = {k.lower(): v for k, v in h.items()}.get("etag")
+            if tag:
+                targets.append(Target("GET", target.path, target.token, headers=(("If-None-Match", tag),)))
+        result = self.throughput({"history_304": targets, "history_200": self.history_targets[:200]})
+        self.figures["conditional"] = {"implemented": True, **result}
+
+    def in_process(self) -> None:
+        from bench import inprocess
+
+        c = self.history_targets[0]
+        conversation_id = c.path.split("/")[4]
+        append_to = self.append_conversations[-1]
+        self.figures["queries"] = inprocess.queries_per_request(
+            token=c.token,
+            conversation_id=conversation_id,
+            append_token=self.tokens[append_to.user_id],
+            append_conversation_id=append_to.id,
+        )
+        self.figures["rls"] = {
+            "module": "conversations.rls" if inprocess.RLS is not None else None,
+            "user_scope": inprocess.USER_SCOPE_AVAILABLE,
+        }
+
+    def agent(self) -> None:
+        """Target 5 in processes of their own (``bench.agent``): with the serving role, the
+        one the target is judged on, and with the tables' owner, whose RLS policies differ."""
+        longest = max((c for c in self.conversations if c.length <= 1000), key=lambda c: c.length)
+        roles = {"owner": "owner"}
+        if os.environ.get("DATABASE_APP_URL"):
+            roles = {"serving": "app", **roles}
+        by_role = {}
+        for label, role in roles.items():
+            command = [
+                sys.executable,
+                "-m",
+                "bench.agent",
+                longest.user_id,
+                longest.id,
+                str(self.p.agent_repeat),
+            ]
+            env = {**os.environ, "DJANGO_DATABASE_ROLE": role}
+            done = subprocess.run(
+                command,
+                cwd=BENCH_DIR.parent,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
+            lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH_AGENT ")]
+            if not lines:
+                raise RuntimeError(f"bench.agent ({label}) printed nothing: {done.stderr[-3000:]}")
+            by_role[label] = json.loads(lines[-1].removeprefix("BENCH_AGENT "))
+            ours, p = (
+                by_role[label]["ours_history_50"]["median_ms"],
+                by_role[label]["p_get_messages"]["median_ms"],
+            )
+            progress(f"bench:   agent as {label}: history_load(50) {ours:.2f} ms, P get_messages {p:.2f} ms")
+        self.figures["agent"] = next(iter(by_role.values()))
+        self.figures["agent_by_role"] = by_role
+
+    def depth_and_delete(self) -> None:
+        owner = self.users[-1]
+        big = load_conversation(
+            self.database_url, user_id=str(owner.pk), length=self.p.delete_messages, seed=3, stage="big"
+        )
+        vacuum_analyze(self.database_url)
+        token = self.tokens[big.user_id]
+        with self.step("page at depth: keyset against LIMIT/OFFSET"):
+            path = f"/api/v1/conversations/{big.id}/messages/"
+            pages = [path]
+            for _ in range(self.p.depth_pages - 1):  # follow `next` as a client would
+                status, _, body = http(self.base_url + path, token=token)
+                if status != 200:
+                    raise RuntimeError(f"message list answered {status}")
+                path = path_of(json.loads(body)["next"])
+                pages.append(path)
+            offset = (self.p.depth_pages - 1) * 50
+            f1 = f"/bench/f1/conversations/{big.id}/messages/"
+            self.figures["depth"] = {
+                "conversation_messages": big.length,
+                "page": self.p.depth_pages,
+                "offset": offset,
+                **self.latency(
+                    {
+                        "keyset_s_page_1": [
+                            Target("GET", f"/api/v1/conversations/{big.id}/messages/", token)
+                        ],
+                        "keyset_s_page_2": [Target("GET", pages[1], token)],
+                        "keyset_s_deep": [Target("GET", path, token)],
+                        "keyset_f1_deep": [Target("GET", f"{f1}?after={offset}", token)],
+                        "offset_f1_page_1": [Target("GET", f"{f1}?offset=0", token)],
+                        "offset_f1_deep": [Target("GET", f"{f1}?offset={offset}", token)],
+                    }
+                ),
+            }
+        with self.step("delete a large conversation"):
+            from bench import inprocess
+
+            self.figures["delete"] = inprocess.delete_conversation(
+                user=owner, conversation_id=big.id, messages=big.length
+            )
+
+    def appends(self) -> None:
+        result = self.throughput(
+            {"append_s": self.append_targets("/api/v1"), "append_f1": self.append_targets("/bench/f1")}
+        )
+        peak = float(result["append_s"]["rps"])
+        rated = loadgen.hey_at_rate(
+            self.base_url,
+            self.append_targets("/api/v1")[:8],
+            rate=0.8 * peak,
+            seconds=self.p.seconds,
+            tmp_dir=TMP_DIR,
+        )
+        progress(
+            f"bench:   append at {rated['target_rps']:.0f} req/s (achieved {rated['achieved_rps']:.0f}): "
+            f"p50 {rated['p50_ms']:.2f} ms p99 {rated['p99_ms']:.2f} ms"
+        )
+        self.figures["append"] = {**result, "at_80_percent": rated}
+
+    def profile(self, srv: Any) -> None:
+        """py-spy on one worker while wrk drives it: where a request's time goes."""
+        seconds = float(os.environ.get("BENCH_PROFILE_SECONDS", self.p.profile_seconds))
+        if not seconds:
+            return
+        pid = srv.worker_pids()[0]
+        summaries = {}
+        for name, targets in (("history", self.history_targets), ("append", self.append_targets("/api/v1"))):
+            raw = TMP_DIR / f"py-spy-{name}.txt"
+            command = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid)]
+            command += ["--duration", str(round(seconds)), "--format", "raw"]
+            # --gil: only the thread holding the GIL, i.e. where the workers' Python CPU goes
+            # (waits on PostgreSQL and on sockets drop out).
+            command += ["--output", str(raw), "--nonblocking", "--gil"]
+            spy_log = (TMP_DIR / f"py-spy-{name}.log").open("wb")
+            spy = subprocess.Popen(command, stdout=spy_log, stderr=subprocess.STDOUT)
+            self.wrk(targets, seconds=seconds + 1, connections=self.p.connections)
+            spy.wait(timeout=60)
+            spy_log.close()
+            summaries[name] = summarize_profile(raw)
+            if not summaries[name].get("samples"):
+                summaries[name]["py_spy_output"] = (TMP_DIR / f"py-spy-{name}.log").read_text()[-1000:]
+        self.figures["profile"] = summaries
+
+    def memory(self) -> None:
+        """Target 7 on the main server, which has served every earlier measurement: more
+        requests of a read mix until it has served the goal (or the time cap runs out)."""
+        first, goal = self.p.memory_requests
+        mix = self.history_targets[:200] + self.list_targets + self.message_page_targets[:100]
+        self.rng.shuffle(mix)
+        rate = float(_get(self.figures, "throughput", "history_s", "rps") or 200.0)
+        deadline = time.monotonic() + self.p.memory_max_seconds
+        while self.main_requests < goal and time.monotonic() < deadline:
+            seconds = min(30.0, max(1.0, (goal - self.main_requests) / rate))
+            run = self.wrk(mix, seconds=seconds, connections=self.p.connections)
+            rate = max(50.0, float(run["rps"]))
+        self.memory_point()
+        points = self.memory_points
+        self.figures["memory"] = {
+            "points": points,
+            "ratio": points[-1]["rss_kib"] / points[0]["rss_kib"],
+            "goal_requests": [first, goal],
+            "time_capped": self.main_requests < goal,
+            "workers": len(self.main_server.worker_pids()),
+        }
+
+    def uvicorn(self) -> None:
+        srv = self.start_server("uvicorn")
+        try:
+            self.warm_up(srv.url)
+            self.figures["uvicorn"] = self.throughput(
+                {
+                    "history_s": self.history_targets,
+                    "list_s": self.list_targets,
+                    "append_s": self.append_targets("/api/v1"),
+                }
+            )
+        finally:
+            srv.stop()
+
+    # -- the run ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.figures["machine"] = machine()
+        self.figures["machine"]["postgresql"] = postgres_version(self.database_url)
+        progress("bench: load the data")
+        self.prepare_data()  # nothing can be measured without it
+        srv = self.main_server = self.start_server("gthread")
+        try:
+            with self.step("latency against data size"):
+                servers = {self.p.sizes[-1]: srv}
+                try:
+                    for size, database in self.size_databases.items():
+                        if database:
+                            servers[size] = self.start_server("gthread", database=database, main=False)
+                    for each in servers.values():
+                        self.warm_up(each.url)
+                    self.scale(dict(sorted(servers.items())))
+                finally:
+                    for each in servers.values():
+                        if each is not srv:
+                            each.stop()
+            with self.step("check that F1 answers as S does"):
+                self.check_answers()
+            with self.step("read throughput, S against F1"):
+                self.read_throughput()
+            with self.step("conditional GET"):
+                self.conditional_get()
+            with self.step("statements per request"):
+                self.in_process()
+            with self.step("agent: in-process selectors against langchain-postgres"):
+                self.agent()
+            self.depth_and_delete()
+            with self.step("append throughput and latency at 80% of the peak"):
+                self.appends()
+            with self.step("py-spy profiles"):
+                self.profile(srv)
+            with self.step("memory over requests"):
+                self.memory()
+        finally:
+            srv.stop()
+        with self.step("uvicorn workers"):
+            self.uvicorn()
+        self.figures["seconds_total"] = time.perf_counter() - self.started
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return parts._replace(path=f"/{database}").geturl()
+
+
+def create_database_from(database_url: str, name: str, *, template: str) -> None:
+    from bench.loaddata import connect_for_load
+
+    conn, _ = connect_for_load(with_database(database_url, "postgres"))
+    try:
+        owner = urlsplit(database_url).username or "postgres"
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}" OWNER "{owner}" TEMPLATE "{template}"')
+    finally:
+        conn.close()
+
+
+def postgres_version(database_url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "?"
+
+
+def summarize_profile(raw: Path, top: int = 25) -> dict[str, Any]:
+    """Share of samples by function (inclusive) and by the project's own frames."""
+    inclusive: dict[str, int] = {}
+    leaf: dict[str, int] = {}
+    total = 0
+    if not raw.exists():
+        return {"error": "py-spy wrote nothing (ptrace not permitted?)"}
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        if not any("handle_request" in f or "get_response" in f for f in frames):
+            continue  # idle threads: gunicorn's poller, pool workers
+        total += count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+        leaf[frames[-1]] = leaf.get(frames[-1], 0) + count
+
+    def ranked(table: dict[str, int]) -> list[tuple[str, float]]:
+        return (
+            [(f, round(100 * n / total, 1)) for f, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]]
+            if total
+            else []
+        )
+
+    # Frames on nearly every stack (the server loop, the handler, the middleware chain) say
+    # nothing; the rest ranks where a request's CPU goes.
+    interesting = {f: n for f, n in inclusive.items() if n < 0.8 * total}
+    return {"samples": total, "inclusive": ranked(interesting), "self": ranked(leaf)}
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def _get(figures: dict[str, Any], *path: str) -> Any:
+    value: Any = figures
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def target_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+
+    def row(name: str, figure: str | None, target: str, met: bool) -> None:
+        rows.append({"name": name, "figure": figure, "target": target, "met": bool(met) if figure else False})
+
+    def statements(key: str) -> tuple[str | None, int, int]:
+        """The figure, the statements besides auth and transaction control, and COUNTs."""
+        q = _get(figures, "queries", key)
+        if not q:
+            return None, -1, -1
+        kinds = q["by_kind"]
+        text = (
+            f"{q['statements']} statements: auth {kinds['auth']}, data {kinds['data']} "
+            f"({q['data_selects']} SELECT), rls {kinds['rls']}, txn {kinds['transaction']}, "
+            f"COUNT {q['count_queries']} [HTTP {q['status']}]"
+        )
+        return text, kinds["data"] + kinds["rls"], q["count_queries"]
+
+    text, work, counts = statements("history")
+    row("1a queries: history page", text, "1 SELECT + auth, no COUNT", work == 1 and counts == 0)
+    text, work, counts = statements("list")
+    row("1b queries: conversation list page", text, "1 SELECT + auth, no COUNT", work == 1 and counts == 0)
+    text, work, counts = statements("append")
+    row("1c queries: append", text, "1 transaction, <= 3 statements", 0 < work <= 3)
+
+    s, f = _get(figures, "throughput", "history_s", "rps"), _get(figures, "throughput", "history_f1", "rps")
+    row(
+        "2 history page throughput S/F1",
+        f"S {s:.0f} / F1 {f:.0f} req/s = {s / f:.2f}" if s and f else None,
+        ">= 0.60",
+        bool(s and f) and s / f >= 0.6,
+    )
+    s, f = _get(figures, "append", "append_s", "rps"), _get(figures, "append", "append_f1", "rps")
+    row(
+        "3a append throughput S/F1",
+        f"S {s:.0f} / F1 {f:.0f} req/s = {s / f:.2f}" if s and f else None,
+        ">= 0.50",
+        bool(s and f) and s / f >= 0.5,
+    )
+    rated = _get(figures, "append", "at_80_percent")
+    row(
+        "3b append p99 at 80% of S's peak",
+        f"p99 {rated['p99_ms']:.1f} ms (p50 {rated['p50_ms']:.1f}) at {rated['achieved_rps']:.0f} of "
+        f"{rated['target_rps']:.0f} req/s offered (hey -q)"
+        if rated
+        else None,
+        "printed",
+        bool(rated),
+    )
+
+    scale = _get(figures, "scale") or {}
+    sizes = sorted(int(size) for size in scale)
+    for key, label in (("history_s", "4a scale: history page p50"), ("list_s", "4b scale: list page p50")):
+        small = float(_get(scale, str(sizes[0]), key, "p50_ms") or 0) if sizes else 0.0
+        large = float(_get(scale, str(sizes[-1]), key, "p50_ms") or 0) if sizes else 0.0
+        figure = None
+        if small and large:
+            figure = (
+                f"{small:.2f} -> {large:.2f} ms = {large / small:.2f} ({sizes[0]:,} -> {sizes[-1]:,} msgs)"
+            )
+        row(label, figure, "<= 1.20", bool(small and large) and large / small <= 1.2)
+    depth = _get(figures, "depth")
+
+    def p50(key: str) -> float:
+        return float(depth[key]["p50_ms"])
+
+    if depth:
+        text = (
+            f"page {depth['page']} (OFFSET {depth['offset']:,}) of {depth['conversation_messages']:,}: "
+            f"S keyset {p50('keyset_s_deep'):.2f} ms (page 2 {p50('keyset_s_page_2'):.2f}, "
+            f"page 1 {p50('keyset_s_page_1'):.2f}); "
+            f"F1 keyset {p50('keyset_f1_deep'):.2f} ms; "
+            f"F1 LIMIT/OFFSET {p50('offset_f1_deep'):.2f} ms (page 1 {p50('offset_f1_page_1'):.2f})"
+        )
+        # Keyset pages cost the same at any depth (page 2 is the first with a cursor, so it
+        # does the same work as the deep one); OFFSET pages grow with the depth.
+        met = p50("keyset_s_deep") <= 1.2 * p50("keyset_s_page_2")
+    else:
+        text, met = None, False
+    row("4c control: LimitOffset at depth (p50)", text, "printed; S deep <= 1.2x S page 2", met)
+
+    agent = _get(figures, "agent")
+    if agent and "ours_history_50" in agent:
+        ours, p = agent["ours_history_50"]["median_ms"], agent["p_get_messages"]["median_ms"]
+        row(
+            "5a agent: history_load(50) vs P get_messages()",
+            f"ours {ours:.2f} ms, P {p:.2f} ms = {p / ours:.1f}x "
+            f"({agent['messages']} msgs, role {agent.get('database_role')})",
+            ">= 10x",
+            p / ours >= 10,
+        )
+        ours_all = agent["ours_message_list_all"]["median_ms"]
+        row(
+            "5b agent: all messages via message_list vs P",
+            f"ours {ours_all:.2f} ms, P {p:.2f} ms = {p / ours_all:.2f}x",
+            ">= 1.0x (no slower)",
+            p / ours_all >= 1.0,
+        )
+    else:
+        row("5a agent: history_load(50) vs P get_messages()", None, ">= 10x", False)
+        row("5b agent: all messages via message_list vs P", None, ">= 1.0x (no slower)", False)
+
+    conditional = _get(figures, "conditional")
+    if conditional and conditional.get("implemented"):
+        n, full = conditional["history_304"]["rps"], conditional["history_200"]["rps"]
+        row(
+            "6 conditional GET: 304 vs full history",
+            f"304 {n:.0f} / 200 {full:.0f} req/s = {n / full:.2f}",
+            ">= 2.0",
+            n / full >= 2.0,
+        )
+    elif conditional:
+        row(
+            "6 conditional GET: 304 vs full history",
+            f"not implemented ({conditional['reason']})",
+            ">= 2.0",
+            False,
+        )
+    else:
+        row("6 conditional GET: 304 vs full history", None, ">= 2.0", False)
+
+    memory = _get(figures, "memory")
+    if memory:
+        a, b = memory["points"][0], memory["points"][-1]
+        row(
+            "7 memory: workers' RSS after N vs after n requests",
+            f"{b['rss_kib'] / 1024:.1f} MiB @ {b['requests']:,} / "
+            f"{a['rss_kib'] / 1024:.1f} MiB @ {a['requests']:,} = {memory['ratio']:.3f}"
+            + (
+                f" (time cap: {b['requests']:,} of {memory['goal_requests'][-1]:,})"
+                if memory["time_capped"]
+                else ""
+            ),
+            "<= 1.10 at the goal counts",
+            memory["ratio"] <= 1.10 and not memory["time_capped"],
+        )
+    else:
+        row("7 memory: workers' RSS after N vs after n requests", None, "<= 1.10", False)
+
+    delete = _get(figures, "delete")
+    row(
+        "8 delete a conversation",
+        f"{delete['messages']:,} msgs: {delete['work_statements']} statements "
+        f"(+{delete['by_kind']['transaction']} BEGIN/COMMIT), {delete['seconds']:.2f} s"
+        if delete
+        else None,
+        "<= 6 statements at any size, < 2 s",
+        bool(delete) and delete["work_statements"] <= 6 and delete["seconds"] < 2.0,
+    )
+
+    data = _get(figures, "data")
+    largest = _get(figures, "data", str(_get(figures, "data", "largest")))
+    if data and largest and "verify" in data:
+        broken = sum(data["verify"].values())
+        row(
+            "data: load via COPY",
+            f"{largest['messages']:,} msgs in {largest['seconds']:.1f} s; invariants broken: {broken}",
+            "< 60 s, 0 broken",
+            largest["seconds"] < 60 and broken == 0,
+        )
+    else:
+        row("data: load via COPY", None, "< 60 s, 0 broken", False)
+    return rows
+
+
+def worker_comparison(figures: dict[str, Any]) -> dict[str, Any] | None:
+    uv = _get(figures, "uvicorn")
+    if not uv:
+        return None
+    gthread = {
+        "history_s": _get(figures, "throughput", "history_s", "rps"),
+        "list_s": _get(figures, "throughput", "list_s", "rps"),
+        "append_s": _get(figures, "append", "append_s", "rps"),
+    }
+    out = {}
+    for key, g in gthread.items():
+        u = _get(uv, key, "rps")
+        if g and u:
+            out[key] = {"gthread_rps": g, "uvicorn_rps": u, "uvicorn_over_gthread": u / g}
+    ratios = [v["uvicorn_over_gthread"] for v in out.values()]
+    if ratios:
+        geo = statistics.geometric_mean(ratios)
+        out["faster"] = {"class": "uvicorn" if geo > 1 else "gthread", "geomean_uvicorn_over_gthread": geo}
+    return out
+
+
+def print_table(rows: list[dict[str, Any]], workers: dict[str, Any] | None) -> None:
+    width = max(len(r["name"]) for r in rows)
+    fig_width = min(110, max(len(r["figure"] or "MISSING") for r in rows))
+    print()
+    print(f"{'target':{width}}  {'figure':{fig_width}}  {'goal':32}  met")
+    print("-" * (width + fig_width + 44))
+    for r in rows:
+        figure = r["figure"] or "MISSING"
+        print(f"{r['name']:{width}}  {figure:{fig_width}}  {r['target']:32}  {'yes' if r['met'] else 'NO'}")
+    if workers:
+        print()
+        for key, v in workers.items():
+            if key == "faster":
+                mean = v["geomean_uvicorn_over_gthread"]
+                print(f"worker class: {v['class']} faster (uvicorn/gthread, geometric mean: {mean:.2f})")
+            else:
+                print(
+                    f"  {key:9s} gthread {v['gthread_rps']:7.0f} req/s  uvicorn {v['uvicorn_rps']:7.0f} req/s"
+                    f"   uvicorn/gthread {v['uvicorn_over_gthread']:.2f}"
+                )
+    print()
+
+
+def plot(figures: dict[str, Any], path: Path) -> bool:
+    scale = figures.get("scale") or {}
+    sizes = sorted(int(size) for size in scale)
+    if len(sizes) < 2:
+        return False
+    matplotlib = importlib.import_module("matplotlib")
+    matplotlib.use("Agg")
+    plt = importlib.import_module("matplotlib.pyplot")
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    labels = {
+        "history_s": "history page (S)",
+        "history_f1": "history page (F1 floor)",
+        "list_s": "conversation list (S)",
+        "list_f1": "conversation list (F1 floor)",
+    }
+    for key, label in labels.items():
+        values = [_get(scale, str(size), key, "p50_ms") for size in sizes]
+        if all(values):
+            ax.plot(sizes, values, marker="o", linestyle="--" if key.endswith("f1") else "-", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("messages in the database")
+    ax.set_ylabel("p50 latency (ms), one connection")
+    ax.set_ylim(bottom=0)
+    ax.set_title("p50 latency against data size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args()
+    profile = PROFILES[args.profile]
+    database_url = os.environ.get("DATABASE_URL", "")
+    if not database_url.startswith(("postgres://", "postgresql://")):
+        sys.exit("bench: DATABASE_URL must name a PostgreSQL database (run through scripts/with-postgres)")
+    env = server_environment(database_url)
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    # The service's audit log line per request is the server's business, not the harness's.
+    logging.getLogger("audit").setLevel(logging.WARNING)
+    TMP_DIR.mkdir(parents=True, exist_ok=True)
+    for old in [*TMP_DIR.glob("server-*.log"), *TMP_DIR.glob("py-spy-*")]:
+        old.unlink()  # an earlier run's logs and profiles
+    bench = Bench(profile, database_url, env)
+    try:
+        bench.run()
+    finally:
+        figures = bench.figures
+        rows = target_rows(figures)
+        workers = worker_comparison(figures)
+        args.output.mkdir(parents=True, exist_ok=True)
+        plotted = False
+        with contextlib.suppress(Exception):
+            plotted = plot(figures, args.output / "latency.png")
+        results = {
+            "profile": asdict(profile),
+            "targets": rows,
+            "worker_classes": workers,
+            "figures": figures,
+            "plot": "latency.png" if plotted else None,
+            "errors": bench.errors,
+        }
+        (args.output / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+        print_table(rows, workers)
+        print(
+            f"bench: {args.output / 'results.json'}" + (f", {args.output / 'latency.png'}" if plotted else "")
+        )
+        print(f"bench: {time.perf_counter() - bench.started:.0f} s in all")
+    missing = [r["name"] for r in rows if not r["figure"]]
+    if not workers or "faster" not in workers:
+        missing.append("worker class comparison")
+    if not plotted:
+        missing.append("latency plot")
+    if missing or bench.errors:
+        print(
+            f"bench: figures missing: {missing}; failed steps: {[e['step'] for e in bench.errors]}",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
