@@ -180,12 +180,19 @@ class ConversationViewSet(
             maximum=selectors.HISTORY_MAX_LIMIT,
         )
         try:
+            if request.headers.get("If-None-Match"):
+                # seq is gap-free, so the newest message's seq is the conversation's
+                # message_count: one row by primary key decides a 304, not the window.
+                count = selectors.conversation_get(
+                    user=self.user, conversation_id=conversation_id
+                ).message_count
+                etag = conditional.etag_for(request, [count])
+                if conditional.matches(request, etag):
+                    return conditional.not_modified(etag)
             window = selectors.history_window(user=self.user, conversation_id=conversation_id, limit=limit)
         except Conversation.DoesNotExist:
             raise NotFound from None
         etag = conditional.etag_for(request, [window.last_seq])
-        if conditional.matches(request, etag):
-            return conditional.not_modified(etag)
         body = {"conversation_id": str(conversation_id), "messages": window.messages}
         return Response(body, headers={"ETag": etag})
 

@@ -362,6 +362,9 @@ def test_conditional_get_answers_304_until_the_conversation_changes(auth_client,
     changed = auth_client.get(url, HTTP_IF_NONE_MATCH=etag)
     assert changed.status_code == HTTPStatus.OK
     assert changed["ETag"] != etag
+    # The tag a 304 is decided on is the tag a full answer carries.
+    assert auth_client.get(url, HTTP_IF_NONE_MATCH=changed["ETag"]).status_code == HTTPStatus.NOT_MODIFIED
+    assert auth_client.get(url)["ETag"] == changed["ETag"]
 
 
 def test_a_rename_changes_the_conversations_etag(auth_client, conversation):
