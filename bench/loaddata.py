@@ -256,18 +256,32 @@ def load_stage(
         f"in {time.perf_counter() - started:.1f} s"
     )
 
+    superuser = _copy_in_one_transaction(database_url, conv_rows, msg_keys, rng, stage, started)
+    seconds = time.perf_counter() - started
+    progress(f"load[{stage}]: {messages:,} messages committed in {seconds:.1f} s (superuser={superuser})")
+    return StageResult(conversations=infos, messages=messages, seconds=seconds, superuser=superuser)
+
+
+def _copy_in_one_transaction(
+    database_url: str,
+    conv_rows: list[tuple[int, str, str, int, int, int]],
+    keys: list[tuple[int, int, int]],
+    rng: random.Random,
+    stage: str,
+    started: float,
+) -> bool:
+    """COPY the conversations and their messages in one transaction; returns whether it ran
+    as a superuser (with foreign-key triggers and row-level security out of the way)."""
     conn, superuser = connect_for_load(database_url)
     try:
         with conn.transaction():
             if superuser:
                 conn.execute("SET LOCAL session_replication_role = replica")
             _copy_conversations(conn, conv_rows, rng)
-            _copy_messages(conn, msg_keys, conv_rows, rng, stage, started)
+            _copy_messages(conn, keys, conv_rows, rng, stage, started)
     finally:
         conn.close()
-    seconds = time.perf_counter() - started
-    progress(f"load[{stage}]: {messages:,} messages committed in {seconds:.1f} s (superuser={superuser})")
-    return StageResult(conversations=infos, messages=messages, seconds=seconds, superuser=superuser)
+    return superuser
 
 
 def _copy_conversations(
@@ -358,15 +372,7 @@ def _load_long(database_url: str, user_id: str, length: int, seed: int, stage: s
     conv_id = uuid7_text(created // 1000, rng)
     conv_rows = [(created, conv_id, user_id, length, first + (length - 1) * step, 0)]
     keys = [(first + (seq - 1) * step, 0, seq) for seq in range(1, length + 1)]
-    conn, superuser = connect_for_load(database_url)
-    try:
-        with conn.transaction():
-            if superuser:
-                conn.execute("SET LOCAL session_replication_role = replica")
-            _copy_conversations(conn, conv_rows, rng)
-            _copy_messages(conn, keys, conv_rows, rng, stage, started)
-    finally:
-        conn.close()
+    superuser = _copy_in_one_transaction(database_url, conv_rows, keys, rng, stage, started)
     info = ConversationInfo(id=conv_id, user_id=user_id, length=length, stage=stage)
     return StageResult([info], length, time.perf_counter() - started, superuser)
 
