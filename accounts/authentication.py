@@ -19,20 +19,21 @@ Settings are read on every request, so ``override_settings`` and the ``settings`
 import functools
 import logging
 import uuid
-from typing import Any, cast
+from typing import Any
 
 import jwt
 from django.conf import settings
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework.request import Request
 from rest_framework_simplejwt import settings as simplejwt_settings
 from rest_framework_simplejwt.authentication import JWTAuthentication as SimpleJWTAuthentication
 from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken
 from rest_framework_simplejwt.tokens import Token
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.models import User
 from accounts.services import ExternalUserConflict, external_user_get_or_create
+from conversations.rls import user_lookup
 
 logger = logging.getLogger(__name__)
 
@@ -66,17 +67,30 @@ class JWTAuthentication(SimpleJWTAuthentication):
         return self.get_user(validated_token), validated_token
 
     def get_user(self, validated_token: Token) -> User:  # type: ignore[override]
+        """simplejwt's checks, with the user fetched by ``rls.user_lookup``: the lookup that
+        also gives the connection the user's row-level-security identity."""
+        api_settings = simplejwt_settings.api_settings
         try:
-            user = cast(User, super().get_user(validated_token))
-        except (ValueError, TypeError, DjangoValidationError) as exc:
-            # A correctly signed token whose user_id is not a UUID.
+            user_id = uuid.UUID(str(validated_token[api_settings.USER_ID_CLAIM]))
+        except (KeyError, ValueError) as exc:
+            # No user_id, or a correctly signed token whose user_id is not a UUID.
             raise InvalidToken(NO_USER_ID) from exc
+        user = user_lookup(user_id)
+        if user is None:
+            raise AuthenticationFailed("User not found", code="user_not_found")
+        if api_settings.CHECK_USER_IS_ACTIVE and not user.is_active:
+            raise AuthenticationFailed("User is inactive", code="user_inactive")
+        if api_settings.CHECK_REVOKE_TOKEN and validated_token.get(
+            api_settings.REVOKE_TOKEN_CLAIM
+        ) != get_md5_hash_password(user.password):
+            raise AuthenticationFailed("The user's password has been changed.", code="password_changed")
         return user
 
     def get_external_user(self, claims: dict[str, Any], external: dict[str, Any]) -> User:
         user_id = external_user_id(claims, claim=external.get("USER_ID_CLAIM") or "sub")
         try:
-            user = external_user_get_or_create(user_id=user_id)
+            # Known users in the lookup that also sets their identity; created on first use.
+            user = user_lookup(user_id) or external_user_get_or_create(user_id=user_id)
         except ExternalUserConflict as exc:
             logger.warning("External user %s: its username belongs to another account", user_id)
             raise AuthenticationFailed("User not found", code="user_not_found") from exc

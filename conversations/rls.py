@@ -1,42 +1,121 @@
 """Row-level security: PostgreSQL's second line behind the owner-filtered querysets.
 
-The policies of migration 0004 show a session only the rows of the user whose id is set,
-for the current transaction only, in ``app.user_id``; with nothing set it sees no rows.
-``user_scope`` sets it. Because the setting is transaction-local (``set_config(…, true)``),
-a pooled connection never carries one request's user into the next.
+The policies of migration 0004 show a session only the rows of the user whose id is in
+``app.user_id``; with nothing set it sees no rows. ``user_scope`` sets it, in one of two ways:
+
+- Outside a transaction it makes the user the connection's identity (``set_config(…,
+  false)``), which then costs nothing more: an API request's token lookup sets it in the same
+  statement (``user_lookup``), so a read is that one statement plus its SELECT. The identity
+  lasts until another scope replaces it or the connection goes back to Django's pool, whose
+  ``reset`` (``reset_identity``, installed by the settings) clears it before any other
+  request can get the connection. Without that reset installed, this way is never taken.
+- Inside a transaction it sets the user for that transaction only (``set_config(…, true)``)
+  and puts back what was in force when the block ends.
 
 ``all_users`` lifts the filter, for the few places that must cross users (retention,
-maintenance commands). Its policy is granted only to the role that ran the migrations (the
-table owner), so the serving role cannot lift it even with SQL of its own.
+maintenance commands), always for one transaction only. Its policy is granted only to the
+role that ran the migrations (the table owner), so the serving role cannot lift it even with
+SQL of its own.
 
-On SQLite, which has no row-level security, both are no-ops.
+On SQLite, which has no row-level security, all of these are no-ops.
 """
 
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import F, Func, TextField, Value
+from django.db.models.functions import Cast
 
-from accounts.models import User
+if TYPE_CHECKING:  # The settings import this module (the pool's reset): no models at import time.
+    from accounts.models import User
 
 USER_SETTING = "app.user_id"
 ALL_USERS_SETTING = "app.all_users"
 
-# (user id or "", all users "on" or "") as last set in this connection's transaction.
+# (user id or "", all users "on" or "").
 Scope = tuple[str, str]
 UNSET: Scope = ("", "")
 
+# The user id each psycopg connection carries as its session-wide identity. Keyed by the
+# driver's connection, not Django's wrapper, so that it goes with the connection to the pool.
+_identities: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+
+
+def reset_identity(conn: Any) -> None:
+    """psycopg_pool's ``reset``: clear the identity of a connection coming back to the pool."""
+    if _identities.pop(conn, None) is None:
+        return
+    conn.execute("SELECT set_config(%s, '', false)", [USER_SETTING])
+    if not conn.autocommit:
+        conn.commit()
+
+
+def _identity_allowed(connection: BaseDatabaseWrapper) -> bool:
+    """Whether a session-wide identity may be set now: outside any transaction (so no
+    rollback can undo it behind our back), on a pooled connection that clears it on return."""
+    pool = connection.settings_dict["OPTIONS"].get("pool")
+    return (
+        connection.vendor == "postgresql"
+        and not connection.in_atomic_block
+        and isinstance(pool, dict)
+        and pool.get("reset") is reset_identity
+    )
+
+
+def _identity(connection: BaseDatabaseWrapper) -> Scope:
+    raw = connection.connection
+    user_id = _identities.get(raw) if raw is not None else None
+    return (user_id, "") if user_id else UNSET
+
+
+def _set_identity(connection: BaseDatabaseWrapper, user_id: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config(%s, %s, false)", [USER_SETTING, user_id])
+    _identities[connection.connection] = user_id
+
+
+def user_lookup(user_id: uuid.UUID, *, using: str = DEFAULT_DB_ALIAS) -> "User | None":
+    """The user with ``user_id``, or None. Where a session-wide identity is allowed, the same
+    statement makes the user the connection's identity: authentication and the row-level
+    security scope of the request in one round trip."""
+    from accounts.models import User
+
+    connection = connections[using]
+    users = User.objects.using(using).filter(pk=user_id)
+    if not _identity_allowed(connection):
+        return users.first()
+    identify = Func(
+        Value(USER_SETTING),
+        Cast(F("id"), TextField()),
+        Value(False),
+        function="set_config",
+        output_field=TextField(),
+    )
+    user = users.annotate(rls_identity=identify).first()
+    if user is not None:
+        _identities[connection.connection] = str(user.pk)
+    return user
+
 
 def _scopes(connection: BaseDatabaseWrapper) -> list[Scope]:
-    """The scopes entered and not yet left on this connection, innermost last. They live
-    inside atomic blocks, so a non-empty stack always belongs to the current transaction."""
+    """The transaction-local scopes entered and not yet left on this connection, innermost
+    last. They live inside atomic blocks, so a non-empty stack always belongs to the
+    current transaction."""
     scopes: list[Scope] = connection.__dict__.setdefault("rls_scopes", [])
     return scopes
 
 
-def _apply(connection: BaseDatabaseWrapper, scope: Scope) -> None:
+def _in_force(connection: BaseDatabaseWrapper) -> Scope:
+    scopes = _scopes(connection)
+    return scopes[-1] if scopes else _identity(connection)
+
+
+def _apply_local(connection: BaseDatabaseWrapper, scope: Scope) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT set_config(%s, %s, true), set_config(%s, %s, true)",
@@ -45,22 +124,31 @@ def _apply(connection: BaseDatabaseWrapper, scope: Scope) -> None:
 
 
 @contextmanager
+def _joined(using: str, atomic: bool) -> Iterator[None]:
+    """The block as it is, or as a transaction when ``atomic`` and none is open."""
+    if atomic and not connections[using].in_atomic_block:
+        with transaction.atomic(using=using):
+            yield
+    else:
+        yield
+
+
+@contextmanager
 def _scope(scope: Scope, using: str, atomic: bool) -> Iterator[None]:
     connection = connections[using]
-    if connection.vendor != "postgresql":
-        if atomic and not connection.in_atomic_block:
-            with transaction.atomic(using=using):
-                yield
-        else:
+    if connection.vendor != "postgresql" or _in_force(connection) == scope:
+        with _joined(using, atomic):
             yield
         return
-    scopes = _scopes(connection)
-    if scopes and scopes[-1] == scope and connection.in_atomic_block:
-        yield  # Already in force in this transaction: nothing to send.
+    if scope[1] == "" and _identity_allowed(connection):
+        _set_identity(connection, scope[0])
+        with _joined(using, atomic):
+            yield
         return
     nested = connection.in_atomic_block
+    scopes = _scopes(connection)
     with transaction.atomic(using=using):
-        _apply(connection, scope)
+        _apply_local(connection, scope)
         scopes.append(scope)
         try:
             yield
@@ -69,7 +157,7 @@ def _scope(scope: Scope, using: str, atomic: bool) -> Iterator[None]:
         # Leaving normally a block nested in a longer transaction: put back what was in
         # force. (An exception rolls back to the savepoint, which restores it by itself.)
         if nested:
-            _apply(connection, scopes[-1] if scopes else UNSET)
+            _apply_local(connection, _in_force(connection))
 
 
 def in_transaction(using: str = DEFAULT_DB_ALIAS) -> bool:
@@ -77,20 +165,21 @@ def in_transaction(using: str = DEFAULT_DB_ALIAS) -> bool:
 
 
 def user_scope(
-    user: User | uuid.UUID, *, atomic: bool = False, using: str = DEFAULT_DB_ALIAS
+    user: "User | uuid.UUID", *, atomic: bool = False, using: str = DEFAULT_DB_ALIAS
 ) -> AbstractContextManager[None]:
-    """Run the block in a transaction in which PostgreSQL shows and accepts only ``user``'s
-    conversations, messages and idempotency keys. Free when the same user's scope is
-    already in force, as it is for the whole of an API request: the block then joins
-    that transaction. ``atomic=True`` also makes the block a transaction on SQLite."""
-    user_id = user.pk if isinstance(user, User) else user
+    """Run the block with PostgreSQL showing and accepting only ``user``'s conversations,
+    messages and idempotency keys. Free when that user is already in force, as for the
+    whole of an API request. ``atomic=True`` also makes the block a transaction (joining
+    one already open), on SQLite too."""
+    user_id = user if isinstance(user, uuid.UUID) else user.pk
     return _scope((str(user_id), ""), using, atomic)
 
 
 def all_users(
     *, reason: str, atomic: bool = False, using: str = DEFAULT_DB_ALIAS
 ) -> AbstractContextManager[None]:
-    """Run the block with every user's rows visible. Only for code that must cross users;
-    ``reason`` says why at the call site. Works only for the table owner's role."""
+    """Run the block, in a transaction, with every user's rows visible. Only for code that
+    must cross users; ``reason`` says why at the call site. Works only for the table owner's
+    role."""
     assert reason  # noqa: S101 (a call site must say why it crosses users)
     return _scope(("", "on"), using, atomic)

@@ -10,12 +10,14 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
 from asgiref.sync import sync_to_async
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
+from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 from accounts.models import User
@@ -69,8 +71,9 @@ def message_append(
 ) -> Message:
     """Append a message to one of ``user``'s conversations and return it."""
     with user_scope(user, atomic=True):
-        conversation = _lock_conversation(user=user, conversation_id=conversation_id)
-        return _insert_message(conversation, user=user, role=role, content=content, tool_calls=tool_calls)
+        return _insert_message(
+            user=user, conversation_id=conversation_id, role=role, content=content, tool_calls=tool_calls
+        )
 
 
 @audit.audited("message.append")
@@ -103,11 +106,15 @@ def message_append_idempotent(
         try:
             # A savepoint: a unique violation on the key must not end the caller's transaction.
             with transaction.atomic():
-                conversation = _lock_conversation(user=user, conversation_id=conversation_id)
+                _lock_conversation(user=user, conversation_id=conversation_id)
                 earlier = IdempotencyKey.objects.filter(user=user, key=idempotency_key).first()
                 if earlier is None:
                     message = _insert_message(
-                        conversation, user=user, role=role, content=content, tool_calls=tool_calls
+                        user=user,
+                        conversation_id=conversation_id,
+                        role=role,
+                        content=content,
+                        tool_calls=tool_calls,
                     )
                     IdempotencyKey.objects.create(
                         user=user,
@@ -137,36 +144,29 @@ def _fingerprint(body: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _lock_conversation(*, user: User, conversation_id: uuid.UUID | str) -> Conversation:
-    """Take the conversation's row lock, which serialises appends to it.
+def _lock_conversation(*, user: User, conversation_id: uuid.UUID | str) -> None:
+    """Take the conversation's row lock before looking at an idempotency key, so that
+    duplicates racing for one conversation queue here and the later ones replay.
 
     On SQLite, where FOR UPDATE does not exist, the IMMEDIATE transaction mode set in the
     settings serialises every write transaction instead.
     """
-    return (
-        Conversation.objects.select_for_update()
-        .only("id", "updated_at", "message_count")
-        .get(pk=conversation_id, user=user)
-    )
+    Conversation.objects.select_for_update().only("id").get(pk=conversation_id, user=user)
 
 
 def _insert_message(
-    conversation: Conversation,
     *,
     user: User,
+    conversation_id: uuid.UUID | str,
     role: str,
     content: str | None,
     tool_calls: ToolCalls | None,
 ) -> Message:
-    """Insert the message and move the counters of ``conversation``, whose row lock the
-    caller holds: ``seq`` is then gap-free and strictly increasing, and ``created_at``
-    never goes backwards however coarse or unsteady the clock, because ``updated_at`` is
-    never less than the latest message's ``created_at``.
-    """
-    created_at = max(timezone.now(), conversation.updated_at)
-    seq = conversation.message_count + 1
-    message = Message.objects.create(
-        conversation_id=conversation.pk,
+    """Count the message on its conversation, then insert it: two statements, in the
+    caller's transaction."""
+    seq, created_at = _count_message(user=user, conversation_id=conversation_id)
+    return Message.objects.create(
+        conversation_id=conversation_id,
         user=user,
         seq=seq,
         role=role,
@@ -174,8 +174,37 @@ def _insert_message(
         tool_calls=tool_calls,
         created_at=created_at,
     )
-    Conversation.objects.filter(pk=conversation.pk).update(message_count=seq, updated_at=created_at)
-    return message
+
+
+def _count_message(*, user: User, conversation_id: uuid.UUID | str) -> tuple[int, datetime]:
+    """Add one to the conversation's ``message_count`` and move its ``updated_at`` to now or
+    later, in one UPDATE that also takes the row lock; return both new values, the next
+    message's ``seq`` and ``created_at``.
+
+    Under that lock, held to the end of the transaction, ``seq`` is gap-free and strictly
+    increasing, and ``created_at`` never goes backwards however coarse or unsteady the
+    clock. Raises ``Conversation.DoesNotExist`` when the conversation is not ``user``'s.
+    """
+    connection = connections[Conversation.objects.db]
+    query = cast(
+        UpdateQuery, Conversation.objects.filter(pk=conversation_id, user=user).query.chain(UpdateQuery)
+    )
+    query.add_update_values(
+        {"message_count": F("message_count") + 1, "updated_at": Greatest(timezone.now(), F("updated_at"))}
+    )
+    sql, params = query.get_compiler(connection=connection).as_sql()
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        # Django's update() cannot return values; the compiled UPDATE plus RETURNING does.
+        cursor.execute(f"{sql} RETURNING {quote('message_count')}, {quote('updated_at')}", params)
+        row = cursor.fetchone()
+    if row is None:
+        raise Conversation.DoesNotExist
+    seq, updated_at = row
+    column = Conversation._meta.get_field("updated_at").get_col(Conversation._meta.db_table)
+    for convert in connection.ops.get_db_converters(column):
+        updated_at = convert(updated_at, column, connection)  # SQLite returns text
+    return seq, updated_at
 
 
 aconversation_create = sync_to_async(conversation_create)

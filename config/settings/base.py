@@ -15,6 +15,8 @@ import environ
 from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
 
+from conversations.rls import reset_identity
+
 # Lets classes such as admin.ModelAdmin[Conversation] be subscripted at runtime, for mypy.
 django_stubs_ext.monkeypatch()
 
@@ -110,6 +112,9 @@ def database_from_url(url: str) -> dict[str, object]:
                 # start a fresh, immediate attempt (measured: serving again within 1 s of the
                 # restart after 10, 40 and 90 s outages; see test_live_outage.py).
                 "reconnect_timeout": 5.0,
+                # Clears the row-level-security identity a request gave the connection
+                # before the pool hands it to anyone else (conversations/rls.py).
+                "reset": reset_identity,
             },
         )
         database["CONN_MAX_AGE"] = 0

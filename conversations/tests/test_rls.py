@@ -1,11 +1,17 @@
 """Row-level security: with the application's filters taken away, PostgreSQL itself still
 hands a session only the rows of the user set for its transaction."""
 
+from http import HTTPStatus
+
 import psycopg
 import pytest
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
+from accounts.services import user_delete
+from conftest import client_for
 from conversations import services
 from conversations.checks import bypasses_row_level_security, row_level_security_binds
 from conversations.models import Conversation, IdempotencyKey, Message
@@ -78,9 +84,16 @@ def test_a_staff_superuser_of_the_application_has_no_bypass(two_users_data):
         assert visible_owner_ids() == set()
 
 
+def user_setting() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('app.user_id', true)")
+        return cursor.fetchone()[0] or ""
+
+
 @pytest.mark.django_db(transaction=True)
 def test_with_no_user_set_nothing_is_visible():
     message = MessageFactory.create()
+    connection.close()  # back to the pool; the next query gets a connection with no user
     assert not Message.objects.exists()
     assert not Conversation.objects.exists()
     with user_scope(message.user):
@@ -88,13 +101,57 @@ def test_with_no_user_set_nothing_is_visible():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_user_setting_ends_with_its_transaction_so_pooled_connections_carry_nothing():
+def test_every_connection_the_pool_hands_out_carries_no_user():
     message = MessageFactory.create()
     with user_scope(message.user):
         assert Message.objects.exists()
-    # The same connection, next transaction: the setting is gone.
+        assert user_setting() == str(message.user.pk)
+    connection.close()  # the pool's reset clears the user before anyone else gets it
+    pool = connection.pool
+    held = [pool.getconn() for _ in range(pool.max_size)]
+    try:
+        for conn in held:
+            assert conn.execute("SELECT current_setting('app.user_id', true)").fetchone()[0] in ("", None)
+    finally:
+        for conn in held:
+            pool.putconn(conn)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_inside_a_transaction_the_user_is_set_for_that_transaction_only():
+    message = MessageFactory.create()
+    connection.close()
+    with transaction.atomic():
+        with user_scope(message.user):
+            assert Message.objects.exists()
+        assert not Message.objects.exists()  # put back: nothing set
     with transaction.atomic():
         assert not Message.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_users_scope_replaces_the_connections_user():
+    a, b = MessageFactory.create(), MessageFactory.create()
+    with user_scope(a.user):
+        assert list(Message.objects.all()) == [a]
+    with user_scope(b.user):
+        assert list(Message.objects.all()) == [b]
+        with all_users(reason="test"):
+            assert Message.objects.count() == 2
+        assert list(Message.objects.all()) == [b]  # the lifted filter ended with its transaction
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_transaction_never_leaves_a_stale_user():
+    a, b = MessageFactory.create(), MessageFactory.create()
+    with user_scope(a.user):
+        pass
+    # Inside a transaction the user is local to it, and undone with it.
+    with pytest.raises(RuntimeError), transaction.atomic(), user_scope(b.user):
+        raise RuntimeError
+    assert user_setting() == str(a.user.pk)
+    with user_scope(b.user):
+        assert list(Message.objects.all()) == [b]
 
 
 def test_nested_scopes_restore_the_outer_one(two_users_data):
@@ -169,3 +226,47 @@ def test_the_system_check_spots_a_superuser_connection():
         assert bypasses_row_level_security(cursor)
     with connection.cursor() as cursor:
         assert not bypasses_row_level_security(cursor)
+
+
+def history_of(client, conversation_id):
+    return client.get(reverse("conversation-history", args=[conversation_id]))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_api_read_is_the_token_lookup_then_one_select_with_no_transaction():
+    message = MessageFactory.create()
+    client = client_for(message.user)
+    connection.close()
+    with CaptureQueriesContext(connection) as captured:
+        response = history_of(client, message.conversation_id)
+    assert response.status_code == HTTPStatus.OK
+    assert [m["content"] for m in response.json()["messages"]] == [message.content]
+    statements = [q["sql"] for q in captured.captured_queries]
+    # The user's lookup also makes them the connection's row-level-security identity.
+    assert len(statements) == 2, statements
+    assert '"accounts_user"' in statements[0]
+    assert "set_config" in statements[0]
+    assert '"conversations_message"' in statements[1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_of_two_users_on_one_connection_each_see_only_their_own():
+    a, b = MessageFactory.create(), MessageFactory.create()
+    client_a, client_b = client_for(a.user), client_for(b.user)
+    for _ in range(2):
+        assert history_of(client_a, a.conversation_id).json()["messages"][0]["content"] == a.content
+        assert history_of(client_b, a.conversation_id).status_code == HTTPStatus.NOT_FOUND
+        assert [c["id"] for c in client_b.get(reverse("conversation-list")).json()["results"]] == [
+            str(b.conversation_id)
+        ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_token_of_a_deleted_user_gets_nothing_on_a_connection_another_user_identified():
+    a, b = MessageFactory.create(), MessageFactory.create()
+    client_b = client_for(b.user)
+    with user_scope(a.user):
+        pass  # the connection now carries a's identity
+    user_delete(user=b.user)
+    response = history_of(client_b, a.conversation_id)
+    assert response.status_code == HTTPStatus.UNAUTHORIZED
