@@ -7,19 +7,17 @@ pool), and builds the same JSON by hand. They go through the same middleware, se
 server, so the gap between the service (S) and these views is what DRF, the ORM and the
 serializers cost: F1 is the floor for this stack.
 
-When ``conversations.rls`` exists (row-level security), each view runs its statements in
-``rls.user_scope(user_id)``, as the service's views do: one transaction that first sets
-``app.user_id`` with ``set_config(…, true)``.
+Row-level security as the service does it: the user's lookup also sets ``app.user_id`` for
+the session (``conversations.rls.user_lookup``), reads then run with no transaction, and an
+append is one transaction of an UPDATE … RETURNING and an INSERT.
 
 Also here: the ``LimitOffset`` control (``?offset=N``) and its keyset twin (``?after=SEQ``)
 on the message list, to show what keyset pagination saves at depth.
 """
 
-import importlib
 import json
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,16 +36,6 @@ from conversations.models import Conversation, Message
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
-def _rls_user_scope() -> Callable[..., AbstractContextManager[None]] | None:
-    try:
-        module = importlib.import_module("conversations.rls")
-    except ImportError:
-        return None
-    found: Callable[..., AbstractContextManager[None]] | None = getattr(module, "user_scope", None)
-    return found
-
-
-RLS_USER_SCOPE = _rls_user_scope()
 CURSOR_SALT = "conversations.pagination.cursor"
 
 
@@ -62,7 +50,10 @@ USER_COLUMNS = tuple(f.column for f in User._meta.concrete_fields)
 CONV_COLUMNS = ("id", "user_id", "title", "created_at", "updated_at", "message_count")
 MSG_COLUMNS = ("id", "conversation_id", "user_id", "role", "content", "tool_calls", "created_at", "seq")
 # The statements the service makes today (see queries_per_request in results.json).
-USER_SQL = f'SELECT {_columns(U, USER_COLUMNS)} FROM "{U}" WHERE "{U}"."id" = %s LIMIT 21'  # noqa: S608
+USER_SQL = (
+    f'SELECT {_columns(U, USER_COLUMNS)}, set_config(%s, ("{U}"."id")::text, false) AS "rls_identity" '  # noqa: S608
+    f'FROM "{U}" WHERE "{U}"."id" = %s ORDER BY "{U}"."id" ASC LIMIT 1'
+)
 HISTORY_SQL = (
     f'SELECT "{M}"."seq" AS "seq", "{M}"."role" AS "role", "{M}"."content" AS "content", '  # noqa: S608
     f'"{M}"."tool_calls" AS "tool_calls" FROM "{M}" '
@@ -82,15 +73,15 @@ KEYSET_SQL = (
     f'SELECT {_columns(M, MSG_COLUMNS)} FROM "{M}" WHERE ({MSG_WHERE} AND "{M}"."seq" > %s) '  # noqa: S608
     f'ORDER BY "{M}"."seq" ASC LIMIT %s'
 )
-LOCK_SQL = (
-    f'SELECT {_columns(C, ("id", "updated_at", "message_count"))} FROM "{C}" '  # noqa: S608
-    f'WHERE ("{C}"."id" = %s AND "{C}"."user_id" = %s) LIMIT 21 FOR UPDATE'
+COUNT_SQL = (
+    f'UPDATE "{C}" SET "message_count" = ("{C}"."message_count" + 1), '  # noqa: S608
+    f'"updated_at" = GREATEST(%s, "{C}"."updated_at") '
+    f'WHERE ("{C}"."id" = %s AND "{C}"."user_id" = %s) RETURNING "message_count", "updated_at"'
 )
 INSERT_SQL = (
     f'INSERT INTO "{M}" ("id", "conversation_id", "user_id", "seq", "role", "content", "tool_calls", '  # noqa: S608
     '"created_at") VALUES (%s, %s, %s, %s, %s, %s, %s, %s)'
 )
-UPDATE_SQL = f'UPDATE "{C}" SET "message_count" = %s, "updated_at" = %s WHERE "{C}"."id" = %s'  # noqa: S608
 ALL_SQL = {
     "user": USER_SQL,
     "history": HISTORY_SQL,
@@ -98,9 +89,8 @@ ALL_SQL = {
     "list": LIST_SQL,
     "offset": OFFSET_SQL,
     "keyset": KEYSET_SQL,
-    "append_lock": LOCK_SQL,
+    "append_count": COUNT_SQL,
     "append_insert": INSERT_SQL,
-    "append_update": UPDATE_SQL,
 }
 
 NOT_FOUND = {"detail": "Not found."}
@@ -127,25 +117,11 @@ def authenticate(request: HttpRequest) -> uuid.UUID | None:
     if claims.get("token_type") != "access":
         return None
     with connection.cursor() as cursor:
-        cursor.execute(USER_SQL, [user_id])
+        cursor.execute(USER_SQL, ["app.user_id", user_id])
         row = cursor.fetchone()
     if row is None or not row[IS_ACTIVE]:
         return None
     return user_id
-
-
-@contextmanager
-def scope(user_id: uuid.UUID, *, write: bool = False) -> Iterator[None]:
-    """The transaction the service runs a request in: with RLS, the service's own
-    ``user_scope``; without, none for a read and one for a write."""
-    if RLS_USER_SCOPE is not None:
-        with RLS_USER_SCOPE(user_id, atomic=True):
-            yield
-    elif write:
-        with transaction.atomic():
-            yield
-    else:
-        yield
 
 
 Handler = Callable[..., HttpResponse]
@@ -177,7 +153,7 @@ def _conversation_missing(cursor: Any, user_id: uuid.UUID, conversation_id: uuid
 @authenticated
 def history(request: HttpRequest, *, user_id: uuid.UUID, conversation_id: uuid.UUID) -> HttpResponse:
     limit = min(500, max(1, int(request.GET.get("limit", "50"))))
-    with scope(user_id), connection.cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(HISTORY_SQL, [conversation_id, user_id, limit])
         rows = cursor.fetchall()
         if not rows and _conversation_missing(cursor, user_id, conversation_id):
@@ -207,7 +183,7 @@ def _conversation_json(row: tuple[Any, ...]) -> dict[str, Any]:
 def conversation_list(request: HttpRequest, *, user_id: uuid.UUID) -> HttpResponse:
     """The first page of the list in the default ordering, with a signed next cursor."""
     page_size = min(100, max(1, int(request.GET.get("page_size", "20"))))
-    with scope(user_id), connection.cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(LIST_SQL, [user_id, page_size + 1])
         rows = cursor.fetchall()
     results = [_conversation_json(row) for row in rows[:page_size]]
@@ -235,7 +211,7 @@ def _message_json(row: tuple[Any, ...]) -> dict[str, Any]:
 def _message_page(request: HttpRequest, user_id: uuid.UUID, conversation_id: uuid.UUID) -> HttpResponse:
     """A page of the message list: ``?offset=N`` (LIMIT/OFFSET) or ``?after=SEQ`` (keyset)."""
     page_size = min(200, max(1, int(request.GET.get("page_size", "50"))))
-    with scope(user_id), connection.cursor() as cursor:
+    with connection.cursor() as cursor:
         if "after" in request.GET:
             cursor.execute(KEYSET_SQL, [conversation_id, user_id, int(request.GET["after"]), page_size + 1])
         else:
@@ -262,20 +238,17 @@ def _append(request: HttpRequest, user_id: uuid.UUID, conversation_id: uuid.UUID
         return json_response({"content": ["Not a valid string."]}, status=400)
     if not (tool_calls is None or (isinstance(tool_calls, list) and tool_calls and role == "assistant")):
         return json_response({"tool_calls": ["Not valid."]}, status=400)
-    with scope(user_id, write=True), connection.cursor() as cursor:
-        cursor.execute(LOCK_SQL, [conversation_id, user_id])
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(COUNT_SQL, [timezone.now(), conversation_id, user_id])
         row = cursor.fetchone()
         if row is None:
             return json_response(NOT_FOUND, status=404)
-        _, updated_at, count = row
-        created_at = max(timezone.now(), updated_at)
-        seq = count + 1
+        seq, created_at = row
         message_id = uuid7()
         tool_json = json.dumps(tool_calls) if tool_calls is not None else None
         cursor.execute(
             INSERT_SQL, [message_id, conversation_id, user_id, seq, role, content, tool_json, created_at]
         )
-        cursor.execute(UPDATE_SQL, [seq, created_at, conversation_id])
     message = (message_id, conversation_id, user_id, role, content, tool_calls, created_at)
     return json_response(_message_json(message), status=201)
 

@@ -53,13 +53,16 @@ def user_scope(user: User) -> Iterator[None]:
 
 
 def classify(sql: str) -> str:
+    """The statement's part in a request. The user's lookup is ``auth`` even when it also
+    sets the row-level-security identity (``set_config`` in its select list); a statement
+    that only sets that identity is ``rls``."""
     text = sql.strip().upper()
     if text.startswith(("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")):
         return "transaction"
-    if "SET_CONFIG" in text or text.startswith(("SET ", "RESET ")):
-        return "rls"
     if '"ACCOUNTS_USER"' in text and text.startswith("SELECT"):
         return "auth"
+    if "SET_CONFIG" in text or text.startswith(("SET ", "RESET ")):
+        return "rls"
     return "data"
 
 
@@ -173,9 +176,8 @@ def agent_comparison(*, database_url: str, user: User, conversation_id: str, rep
         store.add_messages(_langchain_messages(rows))
         p_count = len(store.get_messages())
 
-        def ours_50() -> object:
-            with user_scope(user):
-                return selectors.history_load(user=user, conversation_id=conversation_id, limit=50)
+        def ours_50() -> object:  # the selector scopes itself
+            return selectors.history_load(user=user, conversation_id=conversation_id, limit=50)
 
         def ours_all() -> object:
             with user_scope(user):
