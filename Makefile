@@ -1,4 +1,5 @@
-# `make run` serves the API on the embedded SQLite database; `make test` runs every check.
+# `make run` serves the API on the embedded SQLite database; `make test` runs every check,
+# the benchmark's smoke run included (so that the benchmark cannot rot).
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip --disable-pip-version-check --quiet
@@ -42,7 +43,7 @@ test-postgresql: install-dev test-tools
 	@echo "==> pytest on PostgreSQL 15 (throwaway cluster)"
 	scripts/with-postgres $(VENV)/bin/pytest
 
-test: lint test-sqlite test-postgresql
+test: lint test-sqlite test-postgresql bench-smoke
 
 # The benchmark (issue 5): a throwaway PostgreSQL, 1,000,000 messages, the service under
 # gunicorn driven by wrk over loopback, controls F1 and P; about 15 minutes on 2 cores.
@@ -51,7 +52,8 @@ bench: install
 	bench/install-tools $(VENV)
 	scripts/with-postgres $(PYTHON) -m bench.run --profile full
 
-# The same run on tiny data for CI: fails when a figure is missing, whatever the timings.
+# The same run on tiny data, part of `make test`: fails when a figure is missing, whatever
+# the timings (about a minute).
 bench-smoke: install
 	bench/install-tools $(VENV)
 	scripts/with-postgres $(PYTHON) -m bench.run --profile smoke --output bench/results/tmp/smoke
