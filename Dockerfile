@@ -20,5 +20,5 @@ EXPOSE 8000
 # Ready when the database answers; python, since the slim image has no curl.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4).status != 200)"]
-# Migrate as the owner role, then gunicorn with uvicorn workers (deploy/start.sh).
+# Migrate as the owner role, then gunicorn's gthread workers on config.wsgi (deploy/start.sh).
 CMD ["deploy/start.sh"]

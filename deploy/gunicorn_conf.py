@@ -1,6 +1,12 @@
 """gunicorn's settings for the container (``gunicorn -c deploy/gunicorn_conf.py``).
 
-Uvicorn workers serve ``config.asgi`` (ASGI, so the async service layer runs natively).
+Threaded sync workers (``gthread``: ``WEB_WORKERS`` processes of ``WEB_THREADS`` threads) serve
+``config.wsgi``. Every view is synchronous, so WSGI runs them directly, several at once per
+worker; measured by ``make bench`` (README, Performance), 2 workers x 4 threads served about 3x
+the requests of uvicorn workers, which run each view one at a time through ``sync_to_async``.
+The ASGI application (``config/asgi.py``) still works, for instance
+``gunicorn -c deploy/gunicorn_conf.py -k uvicorn.workers.UvicornWorker config.asgi:application``
+(``-k`` on the command line wins over ``worker_class`` here).
 
 Metrics of several workers: prometheus-client's multiprocess mode, switched on here and only
 here. The master picks the samples directory (``PROMETHEUS_MULTIPROC_DIR`` when set, else a
@@ -29,7 +35,8 @@ from prometheus_client import multiprocess  # noqa: E402
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"  # noqa: S104 (inside a container)
 workers = int(os.environ.get("WEB_WORKERS", "2"))
-worker_class = "uvicorn.workers.UvicornWorker"
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS", "4"))
 timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
 graceful_timeout = 20
 keepalive = 5

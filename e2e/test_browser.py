@@ -1,10 +1,10 @@
 # ruff: noqa: S101 (assert is how pytest tests speak; pyproject exempts only */tests/*)
 """End to end in a real browser: Debian's Chromium, headless, driven by Playwright.
 
-The server runs as the container runs it (gunicorn with uvicorn workers, ``config.asgi``,
-``deploy/gunicorn_conf.py``, two workers sharing their metrics), with DEBUG on for the
-browsable API and its session login, on a database of its own (SQLite, or a fresh PostgreSQL
-database served as the ``DATABASE_APP_URL`` role under ``scripts/with-postgres``).
+The server runs as the container runs it (gunicorn's gthread workers on ``config.wsgi``, with
+``deploy/gunicorn_conf.py``, two workers of four threads sharing their metrics), with DEBUG on
+for the browsable API and its session login, on a database of its own (SQLite, or a fresh
+PostgreSQL database served as the ``DATABASE_APP_URL`` role under ``scripts/with-postgres``).
 
 A person logs in to the browsable API, starts a conversation and appends a message through its
 forms, sees both listed, and opens the Swagger UI, which must render the schema with no request
@@ -88,8 +88,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
             workdir,
             database_url,
             app_database_url=app_url,
+            # The container's defaults (WEB_WORKERS, WEB_THREADS); the worker class is the
+            # settings' (gthread), as deploy/start.sh leaves it.
             workers=2,
-            asgi=True,
+            threads=4,
             extra_env={
                 # The container's gunicorn settings and hooks (metrics of several workers).
                 "GUNICORN_CMD_ARGS": "-c deploy/gunicorn_conf.py",
@@ -98,6 +100,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
             },
         )
         stack.callback(stop_server, live)
+        assert "Using worker: gthread" in live.log(), live.log_tail()
         yield live
 
 

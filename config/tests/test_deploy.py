@@ -3,8 +3,8 @@ start script and gunicorn settings; settings that come from the deployment's env
 
 No container engine runs here: ``docker-compose config`` (Debian's docker-compose) parses,
 interpolates and validates the file without one. The running stack's pieces are exercised
-elsewhere: gunicorn with uvicorn workers and these gunicorn settings by the end-to-end test
-(e2e/), the serving role by the PostgreSQL runs.
+elsewhere: gunicorn's gthread workers on ``config.wsgi`` with these gunicorn settings by the
+end-to-end test (e2e/), the serving role by the PostgreSQL runs.
 """
 
 import json
@@ -30,7 +30,9 @@ needs_compose = pytest.mark.skipif(
 
 def compose_config(**env: str) -> subprocess.CompletedProcess[str]:
     assert DOCKER_COMPOSE is not None
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "COMPOSE_", "DATABASE_"))}
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "COMPOSE_", "DATABASE_", "WEB_"))
+    }
     return subprocess.run(  # noqa: S603 (Debian's docker-compose, our file)
         [DOCKER_COMPOSE, "--project-directory", str(PROJECT_DIR), "-f", "docker-compose.yml", "config"],
         cwd=PROJECT_DIR,
@@ -96,6 +98,17 @@ def test_the_app_migrates_as_owner_and_serves_as_the_serving_role(compose):
 
 
 @needs_compose
+def test_the_app_runs_two_workers_of_four_threads_unless_told_otherwise(compose):
+    env = compose["services"]["app"]["environment"]
+
+    assert (env["WEB_WORKERS"], env["WEB_THREADS"]) == ("2", "4")
+    resized = compose_config(DJANGO_SECRET_KEY="a-real-secret-for-the-test", WEB_WORKERS="3", WEB_THREADS="8")
+    assert resized.returncode == 0, resized.stderr
+    resized_env = yaml.safe_load(resized.stdout)["services"]["app"]["environment"]
+    assert (resized_env["WEB_WORKERS"], resized_env["WEB_THREADS"]) == ("3", "8")
+
+
+@needs_compose
 def test_compose_refuses_to_start_without_a_secret_key():
     result = compose_config()
 
@@ -103,7 +116,7 @@ def test_compose_refuses_to_start_without_a_secret_key():
     assert "set DJANGO_SECRET_KEY" in result.stderr
 
 
-def test_start_script_migrates_then_serves_with_uvicorn_workers():
+def test_start_script_migrates_then_serves_config_wsgi_with_the_settings_worker_class():
     script = (PROJECT_DIR / "deploy" / "start.sh").read_text()
     commands = [line for line in script.splitlines() if line and not line.startswith("#")]
 
@@ -111,8 +124,7 @@ def test_start_script_migrates_then_serves_with_uvicorn_workers():
     migrate = commands.index("python manage.py migrate --noinput")
     serve = next(i for i, line in enumerate(commands) if line.startswith("exec gunicorn"))
     assert migrate < serve
-    assert "-k uvicorn.workers.UvicornWorker config.asgi:application" in commands[serve]
-    assert "-c deploy/gunicorn_conf.py" in commands[serve]
+    assert commands[serve] == "exec gunicorn -c deploy/gunicorn_conf.py config.wsgi:application"
 
 
 def test_dockerfile_runs_the_start_script_with_a_readiness_healthcheck():
@@ -140,7 +152,7 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_", "REDIS_", "CORS_", "METRICS_", "PROMETHEUS_"))
+        if not k.startswith(("DJANGO_", "REDIS_", "CORS_", "METRICS_", "PROMETHEUS_", "WEB_"))
     }
     return subprocess.run(  # noqa: S603 (our own interpreter)
         [sys.executable, "-c", textwrap.dedent(code)],
@@ -201,7 +213,7 @@ def test_a_malformed_metrics_network_stops_the_process():
     assert "METRICS_ALLOWED_NETWORKS: 'not-a-network' is not a network" in result.stderr
 
 
-def test_gunicorn_settings_switch_on_multiprocess_metrics_in_a_fresh_directory(tmp_path):
+def test_gunicorn_settings_run_gthread_workers_sized_from_the_environment_with_fresh_metrics(tmp_path):
     stale = tmp_path / "samples"
     stale.mkdir()
     (stale / "counter_1.db").write_bytes(b"old")
@@ -211,14 +223,30 @@ def test_gunicorn_settings_switch_on_multiprocess_metrics_in_a_fresh_directory(t
         conf = runpy.run_path("deploy/gunicorn_conf.py")
         directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
         conf["on_starting"](None)
-        print(directory, sorted(os.listdir(directory)), conf["worker_class"], conf["workers"])
+        print(directory, sorted(os.listdir(directory)))
+        print(conf["worker_class"], conf["workers"], conf["threads"])
         """,
         PROMETHEUS_MULTIPROC_DIR=str(stale),
         WEB_WORKERS="3",
+        WEB_THREADS="6",
     )
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [str(stale), "[]", "uvicorn.workers.UvicornWorker", "3"]
+    assert result.stdout.split() == [str(stale), "[]", "gthread", "3", "6"]
+
+
+def test_gunicorn_settings_default_to_two_workers_of_four_threads():
+    result = run_python(
+        """
+        import runpy
+        conf = runpy.run_path("deploy/gunicorn_conf.py")
+        print(conf["worker_class"], conf["workers"], conf["threads"])
+        conf["on_exit"](None)
+        """
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["gthread", "2", "4"]
 
 
 def test_gunicorn_settings_make_and_remove_a_temporary_samples_directory():

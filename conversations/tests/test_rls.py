@@ -107,7 +107,7 @@ def test_every_connection_the_pool_hands_out_carries_no_user():
         assert Message.objects.exists()
         assert user_setting() == str(message.user.pk)
     connection.close()  # the pool's reset clears the user before anyone else gets it
-    pool = connection.pool
+    pool = connection.pool  # type: ignore[attr-defined]  # PostgreSQL's wrapper has it
     held = [pool.getconn() for _ in range(pool.max_size)]
     try:
         for conn in held:
