@@ -50,14 +50,11 @@ USER_COLUMNS = tuple(f.column for f in User._meta.concrete_fields)
 CONV_COLUMNS = ("id", "user_id", "title", "created_at", "updated_at", "message_count")
 MSG_COLUMNS = ("id", "conversation_id", "user_id", "role", "content", "tool_calls", "created_at", "seq")
 # The statements the service makes today (see queries_per_request in results.json).
-USER_SQL = (
-    f'SELECT {_columns(U, USER_COLUMNS)}, set_config(%s, ("{U}"."id")::text, false) AS "rls_identity" '  # noqa: S608
-    f'FROM "{U}" WHERE "{U}"."id" = %s ORDER BY "{U}"."id" ASC LIMIT 1'
-)
+IDENTITY = f'set_config(\'app.user_id\', "{U}"."id"::text, false) AS rls_identity'
+USER_SQL = f'SELECT {_columns(U, USER_COLUMNS)}, {IDENTITY} FROM "{U}" WHERE "{U}"."id" = %s'  # noqa: S608
 HISTORY_SQL = (
-    f'SELECT "{M}"."seq" AS "seq", "{M}"."role" AS "role", "{M}"."content" AS "content", '  # noqa: S608
-    f'"{M}"."tool_calls" AS "tool_calls" FROM "{M}" '
-    f'WHERE ("{M}"."conversation_id" = %s AND "{M}"."user_id" = %s) ORDER BY 1 DESC LIMIT %s'
+    f'SELECT "seq", "role", "content", "tool_calls" FROM "{M}" '  # noqa: S608
+    'WHERE "conversation_id" = %s AND "user_id" = %s ORDER BY "seq" DESC LIMIT %s'
 )
 EXISTS_SQL = f'SELECT 1 AS "a" FROM "{C}" WHERE ("{C}"."user_id" = %s AND "{C}"."id" = %s) LIMIT 1'  # noqa: S608
 LIST_SQL = (
@@ -117,7 +114,7 @@ def authenticate(request: HttpRequest) -> uuid.UUID | None:
     if claims.get("token_type") != "access":
         return None
     with connection.cursor() as cursor:
-        cursor.execute(USER_SQL, ["app.user_id", user_id])
+        cursor.execute(USER_SQL, [user_id])
         row = cursor.fetchone()
     if row is None or not row[IS_ACTIVE]:
         return None

@@ -125,18 +125,21 @@ class QueryMetrics:
     """An execute wrapper (``connection.execute_wrappers``) that counts and times statements."""
 
     def __init__(self, alias: str, vendor: str) -> None:
-        self.labels = (alias, vendor)
+        # The labelled series, looked up once: this runs around every statement.
+        self.errors = DB_QUERY_ERRORS.labels(alias, vendor)
+        self.queries = DB_QUERIES.labels(alias, vendor)
+        self.latency = DB_QUERY_LATENCY.labels(alias, vendor)
 
     def __call__(self, execute: Callable[..., Any], sql: Any, params: Any, many: bool, context: Any) -> Any:
         started = time.perf_counter()
         try:
             return execute(sql, params, many, context)
         except Exception:
-            DB_QUERY_ERRORS.labels(*self.labels).inc()
+            self.errors.inc()
             raise
         finally:
-            DB_QUERIES.labels(*self.labels).inc()
-            DB_QUERY_LATENCY.labels(*self.labels).observe(time.perf_counter() - started)
+            self.queries.inc()
+            self.latency.observe(time.perf_counter() - started)
 
 
 def instrument_connection(sender: object, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:

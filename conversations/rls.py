@@ -20,6 +20,7 @@ SQL of its own.
 On SQLite, which has no row-level security, all of these are no-ops.
 """
 
+import functools
 import uuid
 import weakref
 from collections.abc import Iterator
@@ -28,8 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import F, Func, TextField, Value
-from django.db.models.functions import Cast
 
 if TYPE_CHECKING:  # The settings import this module (the pool's reset): no models at import time.
     from accounts.models import User
@@ -86,20 +85,28 @@ def user_lookup(user_id: uuid.UUID, *, using: str = DEFAULT_DB_ALIAS) -> "User |
     from accounts.models import User
 
     connection = connections[using]
-    users = User.objects.using(using).filter(pk=user_id)
-    if not _identity_allowed(connection):
-        return users.first()
-    identify = Func(
-        Value(USER_SETTING),
-        Cast(F("id"), TextField()),
-        Value(False),
-        function="set_config",
-        output_field=TextField(),
-    )
-    user = users.annotate(rls_identity=identify).first()
-    if user is not None:
-        _identities[connection.connection] = str(user.pk)
-    return user
+    identify = _identity_allowed(connection)
+    key = User._meta.pk.get_db_prep_value(user_id, connection)
+    users = list(User.objects.db_manager(using).raw(_user_sql(using, identify=identify), [key]))
+    if not users:
+        return None
+    if identify:
+        _identities[connection.connection] = str(users[0].pk)
+    return users[0]
+
+
+@functools.cache
+def _user_sql(using: str, *, identify: bool) -> str:
+    """The lookup's SQL, written once per database: it runs on every API request, and
+    building it through the ORM each time cost more than the round trip."""
+    from accounts.models import User
+
+    quote = connections[using].ops.quote_name
+    table = quote(User._meta.db_table)
+    key = f"{table}.{quote(User._meta.pk.column)}"
+    columns = ", ".join(f"{table}.{quote(field.column)}" for field in User._meta.concrete_fields)
+    identity = f", set_config('{USER_SETTING}', {key}::text, false) AS rls_identity" if identify else ""
+    return f"SELECT {columns}{identity} FROM {table} WHERE {key} = %s"  # noqa: S608 (names from _meta)
 
 
 def _scopes(connection: BaseDatabaseWrapper) -> list[Scope]:

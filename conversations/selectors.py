@@ -6,12 +6,16 @@ a lazy QuerySet must be evaluated inside ``rls.user_scope(user)`` (the API views
 the whole request); the others run in one themselves.
 """
 
+import functools
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db.models import QuerySet
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field, QuerySet
 
 from accounts.models import User
 from config import audit
@@ -79,12 +83,16 @@ def history_window(*, user: User, conversation_id: uuid.UUID | str, limit: int) 
     """``history_load`` with the version of what it returned, for conditional requests."""
     if not 1 <= limit <= HISTORY_MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {HISTORY_MAX_LIMIT}")
+    connection = connections[Message.objects.db]
+    params = [
+        _db_value("conversation", conversation_id, connection),
+        _db_value("user", user.pk, connection),
+        limit,
+    ]
     with user_scope(user):
-        rows = list(
-            message_list(user=user, conversation_id=conversation_id)
-            .reverse()
-            .values_list("seq", "role", "content", "tool_calls")[:limit]
-        )
+        with connection.cursor() as cursor:
+            cursor.execute(_history_sql(connection.alias), params)
+            rows = cursor.fetchall()
         ensure_conversation(user=user, conversation_id=conversation_id, found_rows=bool(rows))
     last_seq = rows[0][0] if rows else 0
     rows.reverse()
@@ -94,10 +102,39 @@ def history_window(*, user: User, conversation_id: uuid.UUID | str, limit: int) 
     )
 
 
-def _chat_message(role: str, content: str | None, tool_calls: list[dict[str, Any]] | None) -> ChatMessage:
+@functools.cache
+def _history_sql(using: str) -> str:
+    """The newest messages of a conversation, newest first: the agent's hottest read, written
+    once per database rather than built through the ORM on every call (which cost more than
+    the query)."""
+    quote = connections[using].ops.quote_name
+    seq, role, content, tool_calls, conversation, owner = (
+        quote(_concrete(name).column)
+        for name in ("seq", "role", "content", "tool_calls", "conversation", "user")
+    )
+    return (
+        f"SELECT {seq}, {role}, {content}, {tool_calls} FROM {quote(Message._meta.db_table)} "  # noqa: S608
+        f"WHERE {conversation} = %s AND {owner} = %s ORDER BY {seq} DESC LIMIT %s"
+    )
+
+
+def _concrete(name: str) -> Field[Any, Any]:
+    field = Message._meta.get_field(name)
+    assert isinstance(field, Field)  # noqa: S101 (a column of the table)
+    return field
+
+
+def _db_value(name: str, value: object, connection: BaseDatabaseWrapper) -> Any:
+    """``value`` as Message's field ``name`` stores it (a UUID is 32 hex digits on SQLite)."""
+    return _concrete(name).get_db_prep_value(value, connection)
+
+
+def _chat_message(role: str, content: str | None, tool_calls: str | None) -> ChatMessage:
     message: ChatMessage = {"role": role, "content": content}
-    if tool_calls:
-        message["tool_calls"] = tool_calls
+    if tool_calls is not None:  # the raw cursor hands JSON over as text, on both databases
+        calls = json.loads(tool_calls)
+        if calls:
+            message["tool_calls"] = calls
     return message
 
 
