@@ -4,13 +4,14 @@ import random
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
-from django.db import IntegrityError, connection
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import User
 from conversations.models import Conversation, Message
-from conversations.rls import all_users
+from conversations.rls import all_users, user_scope
 
 from .factories import ConversationFactory
 
@@ -109,3 +110,25 @@ def test_conversation_list_query_is_an_index_scan(large_history):
     user_id = large_history[42].user_id
     assert_index_plan(Conversation.objects.filter(user_id=user_id).order_by("-updated_at", "-id")[:20])
     assert_index_plan(Conversation.objects.filter(user_id=user_id).order_by("created_at", "id")[:20])
+
+
+@postgresql_only
+def test_the_planner_knows_a_conversation_decides_its_messages_owner(large_history):
+    """Every message query filters on conversation and owner. Taken as independent, the two
+    make the planner expect almost no rows for a conversation, so on a large table it
+    intersects two indexes and sorts the whole conversation instead of walking
+    ``(conversation_id, seq)`` to the page's limit (measured on 1,000,000 messages: 2.5 ms
+    against 0.19 ms). Migration 0005's statistics keep the estimate at the conversation's size."""
+    conversation = large_history[1234]
+    serving_role = connection.ops.quote_name(settings.DATABASE_SERVING_ROLE)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL ROLE {serving_role}")  # as the service runs
+        with user_scope(conversation.user_id):
+            cursor.execute(
+                "EXPLAIN (FORMAT JSON) SELECT * FROM conversations_message "
+                "WHERE conversation_id = %s AND user_id = %s",
+                [conversation.pk, conversation.user_id],
+            )
+            estimate = cursor.fetchone()[0][0]["Plan"]["Plan Rows"]
+        cursor.execute("RESET ROLE")
+    assert estimate >= 5, estimate  # the conversation has 10 messages
