@@ -43,7 +43,8 @@ def _test_code_sees_every_user(request):
 
 
 # Statements that carry no data: savepoints of the test's own transaction, and the
-# row-level-security scope (one set_config per request in production).
+# row-level-security scope, which inside the test's transaction is set on its own (in
+# production a request's is set by the token's user lookup, counted as that query).
 _BOOKKEEPING = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT", "SELECT SET_CONFIG(")
 
 

@@ -1,11 +1,11 @@
 """Row-level security on PostgreSQL (see conversations/rls.py).
 
 Every table with a ``user_id`` shows and accepts only the rows of the user named by the
-transaction-local setting ``app.user_id``; nothing set, nothing visible. FORCE makes the
-policies bind the table owner too, so a single-role deployment is protected as well (only
-superusers and BYPASSRLS roles are exempt). A second policy lets the migrating role, and
-only it, see every row while ``app.all_users`` is 'on', for maintenance that must cross
-users.
+setting ``app.user_id`` (set per connection or per transaction, see rls.py); nothing set,
+nothing visible. FORCE makes the policies bind the table owner too, so a single-role
+deployment is protected as well (only superusers and BYPASSRLS roles are exempt). A second
+policy lets the migrating role, and only it, see every row while ``app.all_users`` is 'on',
+for maintenance that must cross users.
 """
 
 from django.db import migrations
