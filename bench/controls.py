@@ -56,6 +56,7 @@ HISTORY_SQL = (
     f'SELECT "seq", "role", "content", "tool_calls" FROM "{M}" '  # noqa: S608
     'WHERE "conversation_id" = %s AND "user_id" = %s ORDER BY "seq" DESC LIMIT %s'
 )
+VERSION_SQL = f'SELECT "message_count" FROM "{C}" WHERE "id" = %s AND "user_id" = %s'  # noqa: S608
 EXISTS_SQL = f'SELECT 1 AS "a" FROM "{C}" WHERE ("{C}"."user_id" = %s AND "{C}"."id" = %s) LIMIT 1'  # noqa: S608
 LIST_SQL = (
     f'SELECT {_columns(C, CONV_COLUMNS)} FROM "{C}" WHERE "{C}"."user_id" = %s '  # noqa: S608
@@ -83,6 +84,7 @@ ALL_SQL = {
     "user": USER_SQL,
     "history": HISTORY_SQL,
     "exists": EXISTS_SQL,
+    "version": VERSION_SQL,
     "list": LIST_SQL,
     "offset": OFFSET_SQL,
     "keyset": KEYSET_SQL,
@@ -149,8 +151,15 @@ def _conversation_missing(cursor: Any, user_id: uuid.UUID, conversation_id: uuid
 
 @authenticated
 def history(request: HttpRequest, *, user_id: uuid.UUID, conversation_id: uuid.UUID) -> HttpResponse:
+    """The history page with an ``ETag`` (the newest message's seq), and the service's 304:
+    with ``If-None-Match``, the conversation's message count decides before the page is read."""
     limit = min(500, max(1, int(request.GET.get("limit", "50"))))
     with connection.cursor() as cursor:
+        if "HTTP_IF_NONE_MATCH" in request.META:
+            cursor.execute(VERSION_SQL, [conversation_id, user_id])
+            version = cursor.fetchone()
+            if version is not None and request.META["HTTP_IF_NONE_MATCH"] == f'"{version[0]}"':
+                return HttpResponse(status=304, headers={"ETag": f'"{version[0]}"'})
         cursor.execute(HISTORY_SQL, [conversation_id, user_id, limit])
         rows = cursor.fetchall()
         if not rows and _conversation_missing(cursor, user_id, conversation_id):
@@ -161,7 +170,9 @@ def history(request: HttpRequest, *, user_id: uuid.UUID, conversation_id: uuid.U
         if tool_calls is not None:
             message["tool_calls"] = _load_json(tool_calls)
         messages.append(message)
-    return json_response({"conversation_id": str(conversation_id), "messages": messages})
+    response = json_response({"conversation_id": str(conversation_id), "messages": messages})
+    response["ETag"] = f'"{rows[0][0] if rows else 0}"'
+    return response
 
 
 def _conversation_json(row: tuple[Any, ...]) -> dict[str, Any]:
