@@ -15,7 +15,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Field, QuerySet
+from django.db.models import Field, Model, QuerySet
 
 from accounts.models import User
 from config import audit
@@ -37,6 +37,35 @@ def conversation_list(*, user: User) -> QuerySet[Conversation]:
 def conversation_get(*, user: User, conversation_id: uuid.UUID | str) -> Conversation:
     with user_scope(user):
         return conversation_list(user=user).get(pk=conversation_id)
+
+
+@audit.audited("conversation.read")
+def conversation_message_count(*, user: User, conversation_id: uuid.UUID | str) -> int:
+    """How many messages the conversation has, which versions its history (``seq`` is
+    gap-free): one row by key, the whole of a conditional request's 304. Raises
+    ``Conversation.DoesNotExist`` when the conversation is not the user's."""
+    connection = connections[Conversation.objects.db]
+    params = [
+        _db_value("id", conversation_id, connection, Conversation),
+        _db_value("user", user.pk, connection, Conversation),
+    ]
+    with user_scope(user), connection.cursor() as cursor:
+        cursor.execute(_message_count_sql(connection.alias), params)
+        row = cursor.fetchone()
+    if row is None:
+        raise Conversation.DoesNotExist
+    count: int = row[0]
+    return count
+
+
+@functools.cache
+def _message_count_sql(using: str) -> str:
+    """Written once per database, like ``_history_sql``: it answers every revalidation."""
+    quote = connections[using].ops.quote_name
+    count, key, owner = (
+        quote(_concrete(name, Conversation).column) for name in ("message_count", "id", "user")
+    )
+    return f"SELECT {count} FROM {quote(Conversation._meta.db_table)} WHERE {key} = %s AND {owner} = %s"  # noqa: S608
 
 
 def message_list(*, user: User, conversation_id: uuid.UUID | str) -> QuerySet[Message]:
@@ -118,15 +147,15 @@ def _history_sql(using: str) -> str:
     )
 
 
-def _concrete(name: str) -> Field[Any, Any]:
-    field = Message._meta.get_field(name)
+def _concrete(name: str, model: type[Model] = Message) -> Field[Any, Any]:
+    field = model._meta.get_field(name)
     assert isinstance(field, Field)  # noqa: S101 (a column of the table)
     return field
 
 
-def _db_value(name: str, value: object, connection: BaseDatabaseWrapper) -> Any:
-    """``value`` as Message's field ``name`` stores it (a UUID is 32 hex digits on SQLite)."""
-    return _concrete(name).get_db_prep_value(value, connection)
+def _db_value(name: str, value: object, connection: BaseDatabaseWrapper, model: type[Model] = Message) -> Any:
+    """``value`` as ``model``'s field ``name`` stores it (a UUID is 32 hex digits on SQLite)."""
+    return _concrete(name, model).get_db_prep_value(value, connection)
 
 
 def _chat_message(role: str, content: str | None, tool_calls: str | None) -> ChatMessage:
@@ -155,6 +184,7 @@ def messages_in_order(*, user: User, conversation_id: uuid.UUID | str) -> list[M
 
 
 aconversation_get = sync_to_async(conversation_get)
+aconversation_message_count = sync_to_async(conversation_message_count)
 aconversations_newest_first = sync_to_async(conversations_newest_first)
 amessages_in_order = sync_to_async(messages_in_order)
 ahistory_load = sync_to_async(history_load)

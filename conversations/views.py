@@ -183,9 +183,7 @@ class ConversationViewSet(
             if request.headers.get("If-None-Match"):
                 # seq is gap-free, so the newest message's seq is the conversation's
                 # message_count: one row by primary key decides a 304, not the window.
-                count = selectors.conversation_get(
-                    user=self.user, conversation_id=conversation_id
-                ).message_count
+                count = selectors.conversation_message_count(user=self.user, conversation_id=conversation_id)
                 etag = conditional.etag_for(request, [count])
                 if conditional.matches(request, etag):
                     return conditional.not_modified(etag)

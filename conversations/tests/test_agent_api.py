@@ -122,3 +122,13 @@ async def test_an_agent_turn_under_asyncio():
 
     await services.aconversation_delete(user=user, conversation_id=conversation.pk)
     assert await selectors.aconversations_newest_first(user=user) == []
+
+
+@pytest.mark.django_db
+def test_the_message_count_versions_the_history_and_is_the_owners_alone(user, other_user):
+    conversation = services.conversation_create(user=user)
+    assert selectors.conversation_message_count(user=user, conversation_id=conversation.pk) == 0
+    services.message_append(user=user, conversation_id=conversation.pk, role="user", content="hi")
+    assert selectors.conversation_message_count(user=user, conversation_id=conversation.pk) == 1
+    with pytest.raises(Conversation.DoesNotExist):
+        selectors.conversation_message_count(user=other_user, conversation_id=conversation.pk)
