@@ -21,6 +21,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt import serializers as simplejwt_serializers
 from rest_framework_simplejwt import settings as simplejwt_settings
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.models import User
 from conversations.tests.factories import TEST_PASSWORD, UserFactory
@@ -452,6 +453,19 @@ def test_token_of_a_deleted_user_is_401(user):
 def test_token_of_an_inactive_user_is_401(user):
     token = str(AccessToken.for_user(user))
     User.objects.filter(pk=user.pk).update(is_active=False)
+
+    assert_refused(get_me(token))
+
+
+def test_with_revocation_on_a_token_from_before_a_password_change_is_401(user, settings):
+    settings.SIMPLE_JWT = {**settings.SIMPLE_JWT, "CHECK_REVOKE_TOKEN": True}
+    access = AccessToken.for_user(user)
+    # What for_user adds with revocation on (its module keeps the settings it imported).
+    access["hash_password"] = get_md5_hash_password(user.password)
+    token = str(access)
+    assert get_me(token).status_code == status.HTTP_200_OK
+    user.set_password("a brand new passphrase 7")
+    user.save()
 
     assert_refused(get_me(token))
 
