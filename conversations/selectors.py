@@ -14,12 +14,12 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import connections
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Field, Model, QuerySet
+from django.db.models import QuerySet
 
 from accounts.models import User
 from config import audit
 
+from . import sql
 from .models import Conversation, Message
 from .rls import user_scope
 
@@ -46,8 +46,8 @@ def conversation_message_count(*, user: User, conversation_id: uuid.UUID | str) 
     ``Conversation.DoesNotExist`` when the conversation is not the user's."""
     connection = connections[Conversation.objects.db]
     params = [
-        _db_value("id", conversation_id, connection, Conversation),
-        _db_value("user", user.pk, connection, Conversation),
+        sql.db_value(Conversation, "id", conversation_id, connection),
+        sql.db_value(Conversation, "user", user.pk, connection),
     ]
     with user_scope(user), connection.cursor() as cursor:
         cursor.execute(_message_count_sql(connection.alias), params)
@@ -61,11 +61,11 @@ def conversation_message_count(*, user: User, conversation_id: uuid.UUID | str) 
 @functools.cache
 def _message_count_sql(using: str) -> str:
     """Written once per database, like ``_history_sql``: it answers every revalidation."""
-    quote = connections[using].ops.quote_name
+    connection = connections[using]
     count, key, owner = (
-        quote(_concrete(name, Conversation).column) for name in ("message_count", "id", "user")
+        sql.column(Conversation, name, connection) for name in ("message_count", "id", "user")
     )
-    return f"SELECT {count} FROM {quote(Conversation._meta.db_table)} WHERE {key} = %s AND {owner} = %s"  # noqa: S608
+    return f"SELECT {count} FROM {sql.table(Conversation, connection)} WHERE {key} = %s AND {owner} = %s"  # noqa: S608
 
 
 def message_list(*, user: User, conversation_id: uuid.UUID | str) -> QuerySet[Message]:
@@ -114,8 +114,8 @@ def history_window(*, user: User, conversation_id: uuid.UUID | str, limit: int) 
         raise ValueError(f"limit must be between 1 and {HISTORY_MAX_LIMIT}")
     connection = connections[Message.objects.db]
     params = [
-        _db_value("conversation", conversation_id, connection),
-        _db_value("user", user.pk, connection),
+        sql.db_value(Message, "conversation", conversation_id, connection),
+        sql.db_value(Message, "user", user.pk, connection),
         limit,
     ]
     with user_scope(user):
@@ -136,26 +136,13 @@ def _history_sql(using: str) -> str:
     """The newest messages of a conversation, newest first: the agent's hottest read, written
     once per database rather than built through the ORM on every call (which cost more than
     the query)."""
-    quote = connections[using].ops.quote_name
-    seq, role, content, tool_calls, conversation, owner = (
-        quote(_concrete(name).column)
-        for name in ("seq", "role", "content", "tool_calls", "conversation", "user")
-    )
+    connection = connections[using]
+    names = ("seq", "role", "content", "tool_calls", "conversation", "user")
+    seq, role, content, tool_calls, conversation, owner = (sql.column(Message, n, connection) for n in names)
     return (
-        f"SELECT {seq}, {role}, {content}, {tool_calls} FROM {quote(Message._meta.db_table)} "  # noqa: S608
+        f"SELECT {seq}, {role}, {content}, {tool_calls} FROM {sql.table(Message, connection)} "  # noqa: S608
         f"WHERE {conversation} = %s AND {owner} = %s ORDER BY {seq} DESC LIMIT %s"
     )
-
-
-def _concrete(name: str, model: type[Model] = Message) -> Field[Any, Any]:
-    field = model._meta.get_field(name)
-    assert isinstance(field, Field)  # noqa: S101 (a column of the table)
-    return field
-
-
-def _db_value(name: str, value: object, connection: BaseDatabaseWrapper, model: type[Model] = Message) -> Any:
-    """``value`` as ``model``'s field ``name`` stores it (a UUID is 32 hex digits on SQLite)."""
-    return _concrete(name, model).get_db_prep_value(value, connection)
 
 
 def _chat_message(role: str, content: str | None, tool_calls: str | None) -> ChatMessage:

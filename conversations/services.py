@@ -6,23 +6,24 @@ The ``a``-prefixed twins run the same code from asyncio, in Django's sync thread
 transactions and row locks are not available to Django's async ORM.
 """
 
+import functools
 import hashlib
 import json
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, connections, transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
-from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 from accounts.models import User
 from config import audit
 
+from . import sql
 from .models import Conversation, IdempotencyKey, Message
 from .rls import user_scope
 
@@ -186,25 +187,34 @@ def _count_message(*, user: User, conversation_id: uuid.UUID | str) -> tuple[int
     clock. Raises ``Conversation.DoesNotExist`` when the conversation is not ``user``'s.
     """
     connection = connections[Conversation.objects.db]
-    query = cast(
-        UpdateQuery, Conversation.objects.filter(pk=conversation_id, user=user).query.chain(UpdateQuery)
-    )
-    query.add_update_values(
-        {"message_count": F("message_count") + 1, "updated_at": Greatest(timezone.now(), F("updated_at"))}
-    )
-    sql, params = query.get_compiler(connection=connection).as_sql()
-    quote = connection.ops.quote_name
+    params = [
+        connection.ops.adapt_datetimefield_value(timezone.now()),
+        sql.db_value(Conversation, "id", conversation_id, connection),
+        sql.db_value(Conversation, "user", user.pk, connection),
+    ]
     with connection.cursor() as cursor:
-        # Django's update() cannot return values; the compiled UPDATE plus RETURNING does.
-        cursor.execute(f"{sql} RETURNING {quote('message_count')}, {quote('updated_at')}", params)
+        cursor.execute(_count_message_sql(connection.alias), params)
         row = cursor.fetchone()
     if row is None:
         raise Conversation.DoesNotExist
     seq, updated_at = row
-    column = Conversation._meta.get_field("updated_at").get_col(Conversation._meta.db_table)
-    for convert in connection.ops.get_db_converters(column):
-        updated_at = convert(updated_at, column, connection)  # SQLite returns text
-    return seq, updated_at
+    return seq, sql.from_db(Conversation, "updated_at", updated_at, connection)
+
+
+@functools.cache
+def _count_message_sql(using: str) -> str:
+    """The append's UPDATE … RETURNING, written once per database (Django's update() cannot
+    return values)."""
+    connection = connections[using]
+    count, updated_at, key, owner = (
+        sql.column(Conversation, name, connection) for name in ("message_count", "updated_at", "id", "user")
+    )
+    greatest = "MAX" if connection.vendor == "sqlite" else "GREATEST"  # as Django's Greatest does
+    return (
+        f"UPDATE {sql.table(Conversation, connection)} "  # noqa: S608 (names from the model)
+        f"SET {count} = {count} + 1, {updated_at} = {greatest}(%s, {updated_at}) "
+        f"WHERE {key} = %s AND {owner} = %s RETURNING {count}, {updated_at}"
+    )
 
 
 aconversation_create = sync_to_async(conversation_create)
