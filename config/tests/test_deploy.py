@@ -28,19 +28,29 @@ needs_compose = pytest.mark.skipif(
 )
 
 
-def compose_config(**env: str) -> subprocess.CompletedProcess[str]:
-    assert DOCKER_COMPOSE is not None
-    clean = {
-        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "COMPOSE_", "DATABASE_", "WEB_"))
-    }
-    return subprocess.run(  # noqa: S603 (Debian's docker-compose, our file)
-        [DOCKER_COMPOSE, "--project-directory", str(PROJECT_DIR), "-f", "docker-compose.yml", "config"],
+def run_clean(
+    command: list[str], *, drop: tuple[str, ...], env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """``command`` in the project directory with ``env``, and without the caller's variables
+    that start with ``drop``, so that the shell it runs from cannot change the result."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    return subprocess.run(  # noqa: S603 (our interpreter or Debian's docker-compose, our files)
+        command,
         cwd=PROJECT_DIR,
         env={**clean, **env},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+    )
+
+
+def compose_config(**env: str) -> subprocess.CompletedProcess[str]:
+    assert DOCKER_COMPOSE is not None
+    return run_clean(
+        [DOCKER_COMPOSE, "--project-directory", str(PROJECT_DIR), "-f", "docker-compose.yml", "config"],
+        drop=("DJANGO_", "COMPOSE_", "DATABASE_", "WEB_"),
+        env=env,
     )
 
 
@@ -149,19 +159,10 @@ def test_postgres_init_script_makes_an_owner_and_a_serving_role_that_are_not_sup
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_", "REDIS_", "CORS_", "METRICS_", "PROMETHEUS_", "WEB_"))
-    }
-    return subprocess.run(  # noqa: S603 (our own interpreter)
+    return run_clean(
         [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=PROJECT_DIR,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        drop=("DJANGO_", "REDIS_", "CORS_", "METRICS_", "PROMETHEUS_", "WEB_"),
+        env=env,
     )
 
 
