@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from . import sql
+
 if TYPE_CHECKING:  # The settings import this module (the pool's reset): no models at import time.
     from accounts.models import User
 
@@ -75,6 +77,10 @@ def _identity(connection: BaseDatabaseWrapper) -> Scope:
 def _set_identity(connection: BaseDatabaseWrapper, user_id: str) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT set_config(%s, %s, false)", [USER_SETTING, user_id])
+    _remember_identity(connection, user_id)
+
+
+def _remember_identity(connection: BaseDatabaseWrapper, user_id: str) -> None:
     _identities[connection.connection] = user_id
 
 
@@ -86,12 +92,12 @@ def user_lookup(user_id: uuid.UUID, *, using: str = DEFAULT_DB_ALIAS) -> "User |
 
     connection = connections[using]
     identify = _identity_allowed(connection)
-    key = User._meta.pk.get_db_prep_value(user_id, connection)
+    key = sql.db_value(User, "id", user_id, connection)
     users = list(User.objects.db_manager(using).raw(_user_sql(using, identify=identify), [key]))
     if not users:
         return None
     if identify:
-        _identities[connection.connection] = str(users[0].pk)
+        _remember_identity(connection, str(users[0].pk))
     return users[0]
 
 
@@ -101,10 +107,10 @@ def _user_sql(using: str, *, identify: bool) -> str:
     building it through the ORM each time cost more than the round trip."""
     from accounts.models import User
 
-    quote = connections[using].ops.quote_name
-    table = quote(User._meta.db_table)
-    key = f"{table}.{quote(User._meta.pk.column)}"
-    columns = ", ".join(f"{table}.{quote(field.column)}" for field in User._meta.concrete_fields)
+    connection = connections[using]
+    table = sql.table(User, connection)
+    key = f"{table}.{sql.column(User, 'id', connection)}"
+    columns = ", ".join(f"{table}.{sql.column(User, f.name, connection)}" for f in User._meta.concrete_fields)
     identity = f", set_config('{USER_SETTING}', {key}::text, false) AS rls_identity" if identify else ""
     return f"SELECT {columns}{identity} FROM {table} WHERE {key} = %s"  # noqa: S608 (names from _meta)
 

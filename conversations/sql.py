@@ -3,6 +3,9 @@ append): the ORM builds the same SQL on every call, which cost more than running
 statements are written once per database from the models' own names, and their values are
 adapted as the models' fields adapt them."""
 
+# The settings import this module (through rls), before django-stubs-ext makes Field subscriptable.
+from __future__ import annotations
+
 from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
