@@ -172,6 +172,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 
 ALLOW_REGISTRATION = env.bool("DJANGO_ALLOW_REGISTRATION", default=True)
 
+# How many proxies in front of the service append to X-Forwarded-For (config/client.py);
+# 0: the header is ignored and the client is the connection's peer.
+API_TRUSTED_PROXIES = env.int("API_TRUSTED_PROXIES", default=0)
+if API_TRUSTED_PROXIES < 0:
+    raise ImproperlyConfigured("API_TRUSTED_PROXIES must be 0 or more.")
+
 
 def throttle_rate(name: str, default: str) -> str | None:
     """A DRF rate string from the environment; ``none`` switches the throttle off."""
