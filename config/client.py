@@ -18,10 +18,11 @@ def client_address(request: HttpRequest) -> str:
     trusted: int = settings.API_TRUSTED_PROXIES
     if trusted <= 0:
         return peer
-    hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
-    hops = [hop for hop in hops if hop]
+    header: str = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    hops = [hop.strip() for hop in header.split(",") if hop.strip()]
     if len(hops) < trusted:
         # Fewer hops than trusted proxies: the request did not come through all of them (a
         # direct connection to the service), so no entry is known to be a proxy's.
         return peer
-    return hops[-trusted]
+    forwarded: str = hops[-trusted]
+    return forwarded
