@@ -1,6 +1,7 @@
 """Writes on users: registration, and the accounts of an external identity provider."""
 
 import uuid
+from dataclasses import dataclass
 
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.password_validation import validate_password
@@ -76,13 +77,26 @@ def external_user_get_or_create(*, user_id: uuid.UUID) -> User:
     return user
 
 
-def user_delete(*, user: User) -> None:
-    """Delete a user with all of their conversations, messages and idempotency keys.
+@dataclass(frozen=True)
+class UserData:
+    """How much of a user's data there is (or was)."""
+
+    conversations: int
+    messages: int
+
+
+def user_delete(*, user: User) -> UserData:
+    """Delete a user with all of their conversations, messages and idempotency keys; returns
+    how many conversations and messages went.
 
     Runs in the user's row-level-security scope: outside it PostgreSQL would hide their
     conversations from the cascade, and the delete would stop at the foreign key.
     """
+    from conversations.models import Conversation, Message
     from conversations.rls import user_scope
 
     with user_scope(user, atomic=True):
-        user.delete()
+        _total, deleted = user.delete()
+    return UserData(
+        conversations=deleted.get(Conversation._meta.label, 0), messages=deleted.get(Message._meta.label, 0)
+    )
