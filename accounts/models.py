@@ -18,7 +18,7 @@ class User(AbstractUser):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
 
-    class Meta(AbstractUser.Meta):
+    class Meta(AbstractUser.Meta):  # type: ignore[name-defined,misc]  # the stubs lack it
         # Usernames are unique regardless of case; logging in still takes the exact name.
         # SQLite's LOWER() folds ASCII letters only, PostgreSQL's every letter its locale knows.
         constraints = [
