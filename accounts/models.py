@@ -2,6 +2,11 @@ import uuid
 
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.db.models.functions import Lower
+
+# The unique index of usernames folded to lower case: registration checks against the same
+# expression (accounts.services.username_taken), so this index serves that lookup too.
+USERNAME_LOWER_UNIQUE = "accounts_user_username_lower_unique"
 
 
 class User(AbstractUser):
@@ -12,3 +17,14 @@ class User(AbstractUser):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+
+    class Meta(AbstractUser.Meta):  # type: ignore[name-defined,misc]  # the stubs lack it
+        # Usernames are unique regardless of case; logging in still takes the exact name.
+        # SQLite's LOWER() folds ASCII letters only, PostgreSQL's every letter its locale knows.
+        constraints = [
+            models.UniqueConstraint(
+                Lower("username"),
+                name=USERNAME_LOWER_UNIQUE,
+                violation_error_message="A user with that username already exists.",
+            )
+        ]

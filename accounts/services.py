@@ -1,11 +1,14 @@
 """Writes on users: registration, and the accounts of an external identity provider."""
 
 import uuid
+from dataclasses import dataclass
 
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Value
+from django.db.models.functions import Lower
 
 from accounts.models import User
 
@@ -25,8 +28,8 @@ def external_username(user_id: uuid.UUID) -> str:
 def user_register(*, username: str, password: str) -> User:
     """Create a user who signs in with ``username`` and ``password``.
 
-    Raises ``ValidationError`` keyed by field for a taken or reserved username and for a
-    password that ``AUTH_PASSWORD_VALIDATORS`` reject. Two simultaneous registrations of one
+    Raises ``ValidationError`` keyed by field for a taken (in any case) or reserved username and
+    for a password that ``AUTH_PASSWORD_VALIDATORS`` reject. Two simultaneous registrations of one
     username end in one user and one ``ValidationError``, never an ``IntegrityError``.
     """
     # The same normalisation create_user applies, so the checks see the stored name.
@@ -38,7 +41,7 @@ def user_register(*, username: str, password: str) -> User:
                 f'Usernames starting with "{EXTERNAL_USERNAME_PREFIX}" are reserved.', code="reserved"
             )
         ]
-    elif User.objects.filter(username=username).exists():
+    elif username_taken(username):
         errors["username"] = [ValidationError(USERNAME_TAKEN, code="unique")]
     try:
         validate_password(password, user=User(username=username))
@@ -52,9 +55,20 @@ def user_register(*, username: str, password: str) -> User:
             return User.objects.create_user(username=username, password=password)
     except IntegrityError:
         # A concurrent registration of the same name committed between the check and the insert.
-        if User.objects.filter(username=username).exists():
+        if username_taken(username):
             raise ValidationError({"username": [ValidationError(USERNAME_TAKEN, code="unique")]}) from None
         raise
+
+
+def username_taken(username: str) -> bool:
+    """Whether an account holds ``username`` in any case.
+
+    The database's own test: ``LOWER(username) = LOWER(%s)``, the expression of the unique
+    constraint (accounts.models), so the two never disagree about a letter (Django's ``iexact``
+    compares UPPER() on PostgreSQL and ASCII-only LIKE on SQLite) and the constraint's index
+    serves the lookup.
+    """
+    return User.objects.alias(folded=Lower("username")).filter(folded=Lower(Value(username))).exists()
 
 
 def external_user_get_or_create(*, user_id: uuid.UUID) -> User:
@@ -76,13 +90,26 @@ def external_user_get_or_create(*, user_id: uuid.UUID) -> User:
     return user
 
 
-def user_delete(*, user: User) -> None:
-    """Delete a user with all of their conversations, messages and idempotency keys.
+@dataclass(frozen=True)
+class UserData:
+    """How much of a user's data there is (or was)."""
+
+    conversations: int
+    messages: int
+
+
+def user_delete(*, user: User) -> UserData:
+    """Delete a user with all of their conversations, messages and idempotency keys; returns
+    how many conversations and messages went.
 
     Runs in the user's row-level-security scope: outside it PostgreSQL would hide their
     conversations from the cascade, and the delete would stop at the foreign key.
     """
+    from conversations.models import Conversation, Message
     from conversations.rls import user_scope
 
     with user_scope(user, atomic=True):
-        user.delete()
+        _total, deleted = user.delete()
+    return UserData(
+        conversations=deleted.get(Conversation._meta.label, 0), messages=deleted.get(Message._meta.label, 0)
+    )

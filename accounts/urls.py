@@ -1,12 +1,12 @@
 from django.urls import path
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+from rest_framework_simplejwt.views import TokenRefreshView
 
 from accounts import views
 from accounts.serializers import TokenRefreshSerializer
 
 urlpatterns = [
     path("register/", views.RegisterView.as_view(), name="auth-register"),
-    path("token/", TokenObtainPairView.as_view(), name="auth-token"),
+    path("token/", views.LoginView.as_view(), name="auth-token"),
     path(
         "token/refresh/",
         TokenRefreshView.as_view(serializer_class=TokenRefreshSerializer),

@@ -9,11 +9,14 @@ from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
+from rest_framework_simplejwt.views import TokenObtainPairView
 
 from accounts.models import User
 from accounts.serializers import RegisterSerializer, UserSerializer
 from accounts.services import user_register
+from config.throttling import LoginAddressRateThrottle, LoginUsernameRateThrottle
 
 
 class RegistrationIsOpen(BasePermission):
@@ -40,6 +43,14 @@ class RegisterView(APIView):
         except DjangoValidationError as exc:
             raise ValidationError(as_serializer_error(exc)) from exc
         return Response(UserSerializer(user).data, status=status.HTTP_201_CREATED)
+
+
+class LoginView(TokenObtainPairView):
+    """simplejwt's token pair for a username and password, with the login limits on top of the
+    default throttles; they refuse before the password is hashed (config/throttling.py)."""
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        return [*super().get_throttles(), LoginAddressRateThrottle(), LoginUsernameRateThrottle()]
 
 
 class MeView(APIView):

@@ -125,6 +125,7 @@ def server_environment(database_url: str) -> dict[str, str]:
         "JWT_ACCESS_TOKEN_LIFETIME": str(6 * 3600),
         "API_THROTTLE_USER": "none",
         "API_THROTTLE_ANON": "none",
+        "API_THROTTLE_LOGIN": "none",
     }
 
 

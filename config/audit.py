@@ -10,7 +10,7 @@ Two loggers, which settings.LOGGING sends to stdout through ``JsonFormatter``:
 - ``security``: every refused access. 401, 403 and 429 from anywhere, by
   ``RefusalLogMiddleware``; 404 on a conversation or message id from ``api_operation``, which
   also tells whether that id exists and belongs to another user (never in the response); a
-  failed session or admin login, by the ``user_login_failed`` signal.
+  failed session login (the browsable API's), by the ``user_login_failed`` signal.
 
 A line carries ids, outcomes and timings, never message content, titles, tokens, passwords,
 request bodies or query strings: ``record`` refuses fields with such names.
@@ -36,6 +36,8 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db import Error as DatabaseError
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
+
+from config.client import client_address
 
 AUDIT_LOGGER = "audit"
 SECURITY_LOGGER = "security"
@@ -296,7 +298,7 @@ def security(event: str, *, request: HttpRequest | None, status: int | None = No
             user_id=request_user_id(request),
             method=request.method,
             path=request.path,
-            remote_addr=request.META.get("REMOTE_ADDR"),
+            remote_addr=client_address(request),
         )
     line.update(fields)
     security_logger.warning(event, extra={FIELDS_ATTRIBUTE: line})
@@ -351,7 +353,7 @@ class RefusalLogMiddleware:
 def login_failed(
     sender: object, credentials: Mapping[str, Any], request: HttpRequest | None = None, **kwargs: Any
 ) -> None:
-    """``user_login_failed``: a failed session (browsable API, admin) login. The API's token
+    """``user_login_failed``: a failed session (browsable API) login. The API's token
     endpoint answers 401, which ``RefusalLogMiddleware`` logs already, so it is left out here.
     Neither the username nor the password is logged."""
     if request is not None and request.path.startswith("/api/"):

@@ -203,6 +203,27 @@ def test_register_with_taken_username_is_400_naming_username(api_client, user):
     assert User.objects.filter(username=user.username).count() == 1
 
 
+@pytest.mark.parametrize("spelling", ["ALICE", "Alice"])
+def test_register_of_a_taken_username_in_another_case_is_400_naming_username(api_client, spelling):
+    UserFactory.create(username="alice")
+
+    response = api_client.post(
+        reverse("auth-register"), {"username": spelling, "password": "a-perfectly-good-passphrase"}
+    )
+
+    assert response.status_code == status.HTTP_400_BAD_REQUEST
+    assert set(response.json()) == {"username"}
+    assert list(User.objects.values_list("username", flat=True)) == ["alice"]
+
+
+def test_logging_in_takes_the_exact_username(api_client):
+    UserFactory.create(username="alice")
+
+    response = api_client.post(reverse("auth-token"), {"username": "Alice", "password": TEST_PASSWORD})
+
+    assert_refused(response)
+
+
 @pytest.mark.parametrize("password", ["short1", "12345678901", "password123"])
 def test_register_with_password_rejected_by_validators_is_400_naming_password(api_client, password):
     response = api_client.post(reverse("auth-register"), {"username": "newcomer", "password": password})
@@ -283,6 +304,22 @@ def test_racing_registrations_of_one_username_create_one_user_and_no_500(monkeyp
 
     assert sorted(statuses) == [status.HTTP_201_CREATED] + [status.HTTP_400_BAD_REQUEST] * (THREADS - 1)
     assert User.objects.filter(username="racer").count() == 1
+
+
+@real_concurrency
+@pytest.mark.django_db(transaction=True)
+def test_racing_registrations_of_one_username_in_different_cases_create_one_user(monkeypatch):
+    hold_inserts_until_all_arrive(monkeypatch, THREADS)
+    spellings = ["racer", "RACER", "Racer", "rAcEr"]
+
+    def register(index):
+        body = {"username": spellings[index % 4], "password": f"distinct-passphrase-{index}"}
+        return APIClient().post(reverse("auth-register"), body).status_code
+
+    statuses = in_threads(THREADS, register)
+
+    assert sorted(statuses) == [status.HTTP_201_CREATED] + [status.HTTP_400_BAD_REQUEST] * (THREADS - 1)
+    assert User.objects.filter(username__iexact="racer").count() == 1
 
 
 # POST token/ and token/refresh/ -------------------------------------------------------------

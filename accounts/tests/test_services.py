@@ -3,6 +3,7 @@ from unittest import mock
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.db.models.query import QuerySet
 
 from accounts.models import User
@@ -93,3 +94,48 @@ def test_external_user_get_or_create_raises_conflict_when_its_username_belongs_t
         external_user_get_or_create(user_id=user_id)
 
     assert not User.objects.filter(id=user_id).exists()
+
+
+# Usernames are unique regardless of case (issue 10, finding 11a) ------------------------------
+
+
+@pytest.mark.parametrize("taken", ["ALICE", "Alice", "aLiCe"])
+def test_user_register_refuses_a_username_that_differs_only_in_case(taken):
+    UserFactory.create(username="alice")
+
+    with pytest.raises(ValidationError) as excinfo:
+        user_register(username=taken, password="a-perfectly-good-passphrase")
+
+    assert excinfo.value.message_dict == {"username": ["A user with that username already exists."]}
+    assert User.objects.count() == 1
+
+
+def test_user_register_turns_a_concurrent_insert_in_another_case_into_a_validation_error():
+    UserFactory.create(username="racer")
+
+    # The pre-check misses, as it does when the other registration commits just after it.
+    with (
+        mock.patch.object(QuerySet, "exists", side_effect=[False, True]),
+        pytest.raises(ValidationError) as excinfo,
+    ):
+        user_register(username="RACER", password="a-perfectly-good-passphrase")
+
+    assert excinfo.value.message_dict == {"username": ["A user with that username already exists."]}
+    assert User.objects.count() == 1
+
+
+def test_the_database_refuses_a_username_that_differs_only_in_case():
+    User.objects.create(username="alice")
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        User.objects.create(username="ALICE")
+
+    assert list(User.objects.values_list("username", flat=True)) == ["alice"]
+
+
+def test_external_user_whose_username_is_held_in_another_case_is_a_conflict():
+    user_id = uuid.uuid4()
+    UserFactory.create(username=f"EXT-{user_id.hex.upper()}")
+
+    with pytest.raises(ExternalUserConflict):
+        external_user_get_or_create(user_id=user_id)

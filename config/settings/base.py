@@ -17,7 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from conversations.rls import reset_identity
 
-# Lets classes such as admin.ModelAdmin[Conversation] be subscripted at runtime, for mypy.
+# Lets generic classes such as QuerySet[User] be subscripted at runtime, for mypy.
 django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -34,8 +34,9 @@ if not DEBUG and SECRET_KEY == INSECURE_DEFAULT_SECRET_KEY:
     raise ImproperlyConfigured("Set DJANGO_SECRET_KEY: the default key is for local development only.")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 
+# No django.contrib.admin: the API is admin-free, operators use management commands
+# (manage.py delete_user, changepassword, createsuperuser, …).
 INSTALLED_APPS = [
-    "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -206,13 +207,16 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PARSER_CLASSES": ["config.parsers.SafeJSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # DRF's, knowing anonymous clients by config/client.py's address (config/throttling.py).
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.UserRateThrottle",
-        "rest_framework.throttling.AnonRateThrottle",
+        "config.throttling.UserRateThrottle",
+        "config.throttling.AnonRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "user": throttle_rate("API_THROTTLE_USER", "1200/minute"),
         "anon": throttle_rate("API_THROTTLE_ANON", "60/minute"),
+        # POST auth/token/, per client address and per username, on top of "anon".
+        "login": throttle_rate("API_THROTTLE_LOGIN", "10/minute"),
     },
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -247,7 +247,7 @@ def test_exception_in_middleware_is_json_500_through_handler500(client, settings
 )
 def test_django_error_handlers_answer_json_under_api_only(handler, status_code):
     api = handler(RequestFactory().get("/api/v1/x/"), Exception())
-    page = handler(RequestFactory().get("/admin/x/"), Exception())
+    page = handler(RequestFactory().get("/static/x/"), Exception())
 
     assert_json_error(api, status_code)
     assert page.status_code == status_code
@@ -256,7 +256,7 @@ def test_django_error_handlers_answer_json_under_api_only(handler, status_code):
 
 def test_server_error_handler_answers_json_under_api_only():
     assert_json_error(errors.server_error(RequestFactory().get("/api/v1/x/")), 500)
-    assert errors.server_error(RequestFactory().get("/admin/x/"))["Content-Type"].startswith("text/html")
+    assert errors.server_error(RequestFactory().get("/static/x/"))["Content-Type"].startswith("text/html")
 
 
 # 503

@@ -9,6 +9,7 @@ import uuid
 from http import HTTPStatus
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
@@ -354,14 +355,29 @@ def test_the_serving_role_cannot_tell_the_owner_and_says_so(auth_client, other_u
     assert only_line(log_output.security())["belongs_to_other_user"] is None
 
 
+@pytest.mark.skipif(
+    not django_settings.BROWSABLE_API, reason="session login exists only with DJANGO_DEBUG=true"
+)
 def test_failed_session_login_is_a_security_line_without_the_credentials(user, log_output):
-    response = Client().post("/admin/login/", {"username": user.username, "password": "Wrong-Secret-991"})
+    login_path = reverse("rest_framework:login")
+    response = Client().post(login_path, {"username": user.username, "password": "Wrong-Secret-991"})
 
     assert response.status_code == HTTPStatus.OK  # the form again, with an error
     line = only_line(log_output.security())
-    assert (line["event"], line["path"]) == ("auth.login_failed", "/admin/login/")
+    assert (line["event"], line["path"]) == ("auth.login_failed", login_path)
     assert user.username not in log_output.text()
     assert "Wrong-Secret-991" not in log_output.text()
+
+
+def test_behind_a_trusted_proxy_the_security_line_names_the_client(api_client, log_output, settings):
+    settings.API_TRUSTED_PROXIES = 1
+
+    api_client.get(
+        reverse("conversation-list"), REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="10.0.0.1, 198.51.100.4"
+    )
+
+    line = only_line(log_output.security())
+    assert (line["event"], line["remote_addr"]) == ("access.unauthenticated", "198.51.100.4")
 
 
 def test_metrics_refusal_is_a_security_line(client, log_output):

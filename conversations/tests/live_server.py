@@ -114,6 +114,7 @@ def server_env(database_url: str, *, app_database_url: str | None = None) -> dic
             "DATABASE_URL": database_url,
             "API_THROTTLE_USER": "none",
             "API_THROTTLE_ANON": "none",
+            "API_THROTTLE_LOGIN": "none",
             "PYTHONUNBUFFERED": "1",
         }
     )

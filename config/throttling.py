@@ -1,0 +1,74 @@
+"""The throttles of every view, counting in Django's cache (``REDIS_URL`` shares it).
+
+An anonymous client is known by ``config.client.client_address``: DRF's own ``get_ident`` takes
+the whole X-Forwarded-For header while ``NUM_PROXIES`` is unset, so rotating it escaped every
+limit and forging ``127.0.0.1`` spent the loopback client's quota.
+
+Logins have two more limits of rate ``login`` (``API_THROTTLE_LOGIN``), one per client address
+and one per username. DRF checks throttles in ``APIView.initial``, so both refuse before the
+serializer hashes the password: a throttled guess costs no PBKDF2.
+"""
+
+import hashlib
+import unicodedata
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from rest_framework import throttling
+from rest_framework.request import Request
+
+if TYPE_CHECKING:  # DRF imports this module while rest_framework.views is still loading.
+    from rest_framework.views import APIView
+
+from config.client import client_address
+
+# Longer than any username (150), short enough to bound the normalisation of a forged one.
+USERNAME_KEY_LENGTH = 256
+
+
+class ClientAddressIdent:
+    """Names an anonymous client by the address ``config.client`` trusts."""
+
+    def get_ident(self, request: Request) -> str:
+        return client_address(request._request)
+
+
+class AnonRateThrottle(ClientAddressIdent, throttling.AnonRateThrottle):
+    """Rate ``anon`` (``API_THROTTLE_ANON``) per client address, for requests without a user."""
+
+
+class UserRateThrottle(ClientAddressIdent, throttling.UserRateThrottle):
+    """Rate ``user`` (``API_THROTTLE_USER``) per user; per client address without one."""
+
+
+class LoginAddressRateThrottle(ClientAddressIdent, throttling.SimpleRateThrottle):
+    """Rate ``login`` per client address: guessing many accounts from one place."""
+
+    scope = "login"
+
+    def get_cache_key(self, request: Request, view: "APIView") -> str:
+        return f"throttle_login_address_{self.get_ident(request)}"
+
+
+class LoginUsernameRateThrottle(throttling.SimpleRateThrottle):
+    """Rate ``login`` per username, whatever the address: guessing one account from many."""
+
+    scope = "login"
+
+    def get_cache_key(self, request: Request, view: "APIView") -> str | None:
+        data = request.data  # parsed here, before the view: a malformed body is already a 400
+        username = username_key(data.get("username") if isinstance(data, Mapping) else None)
+        return None if username is None else f"throttle_login_username_{username}"
+
+
+def username_key(value: Any) -> str | None:
+    """One key for every spelling of a username that could reach the same account.
+
+    Trimmed as the serializer's CharField trims it, NFKC-normalised as registration stores it,
+    casefolded as usernames are unique regardless of case; hashed so the key is short and
+    made of safe characters. None when the value is no username the serializer would take.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    folded = unicodedata.normalize("NFKC", str(value).strip()[:USERNAME_KEY_LENGTH]).casefold()
+    return hashlib.sha256(folded.encode(errors="surrogatepass")).hexdigest()
