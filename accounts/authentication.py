@@ -13,6 +13,10 @@ retried with the external key's leeway, and a forged token cannot pick its verif
 advantage since it has to pass that verifier's signature check. An external provider whose
 tokens carry a ``token_type`` claim is therefore not supported.
 
+An external token reaches only an account that an external token created (``User.is_external``)
+and that has not become a local one since (``User.may_use_external_tokens``): naming a
+registered, staff or superuser account is a 401, so the provider cannot take those over.
+
 Settings are read on every request, so ``override_settings`` and the ``settings`` fixture work.
 """
 
