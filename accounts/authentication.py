@@ -13,6 +13,10 @@ retried with the external key's leeway, and a forged token cannot pick its verif
 advantage since it has to pass that verifier's signature check. An external provider whose
 tokens carry a ``token_type`` claim is therefore not supported.
 
+An external token reaches only an account that an external token created (``User.is_external``)
+and that has not become a local one since (``User.may_use_external_tokens``): naming a
+registered, staff or superuser account is a 401, so the provider cannot take those over.
+
 Settings are read on every request, so ``override_settings`` and the ``settings`` fixture work.
 """
 
@@ -94,6 +98,10 @@ class JWTAuthentication(SimpleJWTAuthentication):
         except ExternalUserConflict as exc:
             logger.warning("External user %s: its username belongs to another account", user_id)
             raise AuthenticationFailed("User not found", code="user_not_found") from exc
+        if not user.may_use_external_tokens:
+            # A leaked or misconfigured identity provider must not take over local accounts.
+            logger.warning("External token naming %s, an account the external issuer did not create", user_id)
+            raise AuthenticationFailed("User not found", code="user_not_found")
         if not user.is_active:
             raise AuthenticationFailed("User is inactive", code="user_inactive")
         return user
@@ -163,7 +171,7 @@ def decode_external_token(raw_token: bytes, external: dict[str, Any]) -> dict[st
 
 
 def external_user_id(claims: dict[str, Any], *, claim: str) -> uuid.UUID:
-    """The user id an external token names.
+    """The user id an external token names; ``InvalidToken`` when it names none.
 
     A user-id claim in the canonical UUID form (8-4-4-4-12 hex digits, any case) is the id
     itself; any other string maps to ``uuid5(NAMESPACE_URL, iss + "#" + value)`` with ``iss``
@@ -182,4 +190,8 @@ def external_user_id(claims: dict[str, Any], *, claim: str) -> uuid.UUID:
     issuer = claims.get("iss", "")
     if not isinstance(issuer, str):
         raise InvalidToken("Token is invalid")
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"{issuer}#{value}")
+    try:
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"{issuer}#{value}")
+    except UnicodeEncodeError as exc:
+        # JSON's \ud800 escapes decode to lone surrogates, which no UTF-8 id can hold.
+        raise InvalidToken("Token is invalid") from exc

@@ -17,6 +17,19 @@ class User(AbstractUser):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Set only when an external identity provider's token creates the account; that
+    # provider's tokens reach no other account (``may_use_external_tokens``).
+    is_external = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text="Created for a token of the external identity provider.",
+    )
+
+    @property
+    def may_use_external_tokens(self) -> bool:
+        """Whether an external token may sign in as this user: one the external issuer created
+        that has not since become a local account (a password, staff or superuser status)."""
+        return self.is_external and not (self.is_staff or self.is_superuser or self.has_usable_password())
 
     class Meta(AbstractUser.Meta):  # type: ignore[name-defined,misc]  # the stubs lack it
         # Usernames are unique regardless of case; logging in still takes the exact name.

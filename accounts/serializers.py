@@ -8,6 +8,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.serializers import TokenRefreshSerializer as SimpleJWTTokenRefreshSerializer
 
+from accounts.authentication import JWTAuthentication
 from accounts.models import User
 
 
@@ -21,6 +22,23 @@ class RegisterSerializer(serializers.Serializer[None]):
     )
 
 
+class PasswordChangeSerializer(serializers.Serializer[None]):
+    """The input of a password change; checking both passwords is the service's."""
+
+    old_password = serializers.CharField(
+        max_length=4096, write_only=True, trim_whitespace=False, style={"input_type": "password"}
+    )
+    new_password = serializers.CharField(
+        max_length=4096, write_only=True, trim_whitespace=False, style={"input_type": "password"}
+    )
+
+
+class LogoutSerializer(serializers.Serializer[None]):
+    """The input of a logout: the refresh token to revoke."""
+
+    refresh = serializers.CharField(write_only=True)
+
+
 class UserSerializer(serializers.ModelSerializer[User]):
     class Meta:
         model = User
@@ -29,14 +47,17 @@ class UserSerializer(serializers.ModelSerializer[User]):
 
 
 class TokenRefreshSerializer(SimpleJWTTokenRefreshSerializer):
-    """simplejwt's, except that a refresh token of a deleted user is a 401, not a 500.
-
-    simplejwt 5.5 looks the user up with ``objects.get`` and lets ``DoesNotExist`` escape.
+    """simplejwt's, with the refresh token's user checked as an access token's is: a 401
+    when that user is gone or inactive, or changed their password since (simplejwt 5.5
+    checks the revoke claim of access tokens only, and lets ``DoesNotExist`` escape as a 500).
     """
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
+        # TokenError (invalid, expired, blacklisted) is the view's 401.
+        JWTAuthentication().get_user(self.token_class(attrs["refresh"]))
         try:
             return super().validate(attrs)
+        # simplejwt's own lookup, should the user be deleted in between.
         except (ObjectDoesNotExist, ValueError, DjangoValidationError) as exc:
             raise AuthenticationFailed(
                 self.error_messages["no_active_account"], code="no_active_account"

@@ -1,4 +1,5 @@
-"""Writes on users: registration, and the accounts of an external identity provider."""
+"""Writes on users: registration, password changes, logout, and the accounts of an external
+identity provider."""
 
 import uuid
 from dataclasses import dataclass
@@ -9,6 +10,9 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Value
 from django.db.models.functions import Lower
+from rest_framework_simplejwt import settings as simplejwt_settings
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import User
 
@@ -82,12 +86,53 @@ def external_user_get_or_create(*, user_id: uuid.UUID) -> User:
     try:
         user, _created = User.objects.get_or_create(
             id=user_id,
-            defaults={"username": external_username(user_id), "password": make_password(None)},
+            defaults={
+                "username": external_username(user_id),
+                "password": make_password(None),
+                "is_external": True,
+            },
         )
     except IntegrityError as exc:
         # get_or_create re-raises only when no row with user_id exists after the conflict.
         raise ExternalUserConflict(str(user_id)) from exc
     return user
+
+
+def user_password_change(*, user: User, old_password: str, new_password: str) -> None:
+    """Give ``user`` the password ``new_password``, which revokes every token issued before.
+
+    Raises ``ValidationError`` keyed by field for a wrong ``old_password`` and for a
+    ``new_password`` that ``AUTH_PASSWORD_VALIDATORS`` reject. Tokens carry a digest of the
+    password hash (simplejwt's ``CHECK_REVOKE_TOKEN``), and the new hash has a new salt, so
+    every earlier access and refresh token stops matching, whoever changes the password.
+    """
+    errors: dict[str, list[ValidationError]] = {}
+    if not user.check_password(old_password):
+        errors["old_password"] = [
+            ValidationError("Your old password was entered incorrectly.", code="password_incorrect")
+        ]
+    try:
+        validate_password(new_password, user=user)
+    except ValidationError as exc:
+        errors["new_password"] = exc.error_list
+    if errors:
+        raise ValidationError(errors)
+    user.set_password(new_password)
+    user.save(update_fields=["password"])
+
+
+def refresh_token_revoke(*, user: User, refresh: str) -> None:
+    """Blacklist ``refresh``, a live refresh token of ``user``.
+
+    Raises simplejwt's ``TokenError`` for anything else, another user's refresh token
+    included: logging out ends one's own session, never someone else's.
+    """
+    # TokenError when invalid, expired, blacklisted or not a refresh token. (simplejwt's
+    # annotation says Token where it takes the encoded string.)
+    token = RefreshToken(refresh)  # type: ignore[arg-type]
+    if token.get(simplejwt_settings.api_settings.USER_ID_CLAIM) != str(user.pk):
+        raise TokenError("Token is invalid")
+    token.blacklist()
 
 
 @dataclass(frozen=True)

@@ -13,4 +13,6 @@ urlpatterns = [
         name="auth-token-refresh",
     ),
     path("me/", views.MeView.as_view(), name="auth-me"),
+    path("password/", views.PasswordChangeView.as_view(), name="auth-password"),
+    path("logout/", views.LogoutView.as_view(), name="auth-logout"),
 ]

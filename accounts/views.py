@@ -11,11 +11,17 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.views import TokenObtainPairView
 
 from accounts.models import User
-from accounts.serializers import RegisterSerializer, UserSerializer
-from accounts.services import user_register
+from accounts.serializers import (
+    LogoutSerializer,
+    PasswordChangeSerializer,
+    RegisterSerializer,
+    UserSerializer,
+)
+from accounts.services import refresh_token_revoke, user_password_change, user_register
 from config.throttling import LoginAddressRateThrottle, LoginUsernameRateThrottle
 
 
@@ -58,3 +64,30 @@ class MeView(APIView):
     def get(self, request: Request) -> Response:
         user: User = request.user  # type: ignore[assignment]
         return Response(UserSerializer(user).data)
+
+
+class PasswordChangeView(APIView):
+    @extend_schema(request=PasswordChangeSerializer, responses={204: None})
+    def post(self, request: Request) -> Response:
+        serializer = PasswordChangeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user: User = request.user  # type: ignore[assignment]
+        try:
+            user_password_change(user=user, **serializer.validated_data)
+        except DjangoValidationError as exc:
+            raise ValidationError(as_serializer_error(exc)) from exc
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class LogoutView(APIView):
+    @extend_schema(request=LogoutSerializer, responses={204: None})
+    def post(self, request: Request) -> Response:
+        serializer = LogoutSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user: User = request.user  # type: ignore[assignment]
+        try:
+            refresh_token_revoke(user=user, refresh=serializer.validated_data["refresh"])
+        except TokenError as exc:
+            # As simplejwt's own token views answer a token they cannot use.
+            raise InvalidToken(exc.args[0]) from exc
+        return Response(status=status.HTTP_204_NO_CONTENT)

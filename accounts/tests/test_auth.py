@@ -14,12 +14,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from django.contrib.auth.hashers import make_password
 from django.db import connection, connections
 from django.urls import reverse
 from rest_framework import status
 from rest_framework.test import APIClient
-from rest_framework_simplejwt import serializers as simplejwt_serializers
-from rest_framework_simplejwt import settings as simplejwt_settings
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
@@ -156,16 +155,6 @@ def rsa_key():
 @pytest.fixture(scope="module")
 def ec_key():
     return ec.generate_private_key(ec.SECP256R1())
-
-
-@pytest.fixture
-def refresh_rotation_on(settings, monkeypatch):
-    settings.SIMPLE_JWT = {**settings.SIMPLE_JWT, "ROTATE_REFRESH_TOKENS": True}
-    # simplejwt rebuilds rest_framework_simplejwt.settings.api_settings on setting_changed,
-    # but its serializers module keeps the object it imported, so the override alone is not
-    # seen there (simplejwt issue #58); point it at the rebuilt one.
-    assert simplejwt_settings.api_settings.ROTATE_REFRESH_TOKENS is True
-    monkeypatch.setattr(simplejwt_serializers, "api_settings", simplejwt_settings.api_settings)
 
 
 # POST register/ ---------------------------------------------------------------------------
@@ -671,7 +660,7 @@ def test_external_token_with_the_configured_audience_is_accepted(settings):
     assert response.status_code == status.HTTP_200_OK
 
 
-@pytest.mark.parametrize("claims", [{"aud": "another-api"}, {}])
+@pytest.mark.parametrize("claims", [{"aud": "another-api"}, {"aud": "payroll-app"}, {}])
 def test_external_token_with_wrong_or_missing_audience_is_401(settings, claims):
     configure_external(settings, AUDIENCE=AUDIENCE)
 
@@ -718,20 +707,64 @@ def test_external_token_issued_in_the_future_is_401(settings):
     assert_refused(get_me(external_token(str(uuid.uuid4()), nbf=int(time.time()) + 3600)))
 
 
-def test_external_token_naming_a_registered_users_id_acts_as_that_user(settings, user):
+@pytest.mark.parametrize(
+    "local_account",
+    [{}, {"is_staff": True}, {"is_superuser": True, "is_staff": True}],
+    ids=["registered user", "staff user", "superuser"],
+)
+def test_external_token_naming_a_local_accounts_id_is_401(settings, local_account):
     configure_external(settings)
+    account = UserFactory.create(**local_account)
 
-    response = get_me(external_token(str(user.id)))
-
-    assert response.json() == {"id": str(user.id), "username": user.username}
+    assert_refused(get_me(external_token(str(account.id))))
     assert User.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "promotion",
+    [{"is_staff": True}, {"is_superuser": True}, {"password": make_password("an-operator-set-this-one")}],
+    ids=["made staff", "made superuser", "given a password"],
+)
+def test_external_token_of_an_external_user_later_made_local_is_401(settings, promotion):
+    """The issuer keeps only the users it created and nobody has turned into a local account."""
+    configure_external(settings)
+    user_id = uuid.uuid4()
+    assert get_me(external_token(str(user_id))).status_code == status.HTTP_200_OK
+    User.objects.filter(id=user_id).update(**promotion)
+
+    assert_refused(get_me(external_token(str(user_id))))
+
+
+def test_external_user_created_by_the_issuer_keeps_signing_in(settings):
+    configure_external(settings)
+    user_id = uuid.uuid4()
+
+    first = get_me(external_token(str(user_id)))
+    second = get_me(external_token(str(user_id)))
+
+    assert first.status_code == second.status_code == status.HTTP_200_OK
+    assert User.objects.get(id=user_id).is_external
 
 
 def test_external_token_of_an_inactive_user_is_401(settings):
     configure_external(settings)
-    inactive = UserFactory.create(is_active=False)
+    user_id = uuid.uuid4()
+    assert get_me(external_token(str(user_id))).status_code == status.HTTP_200_OK
+    User.objects.filter(id=user_id).update(is_active=False)
 
-    assert_refused(get_me(external_token(str(inactive.id))))
+    assert_refused(get_me(external_token(str(user_id))))
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [{"sub": "\ud800"}, {"sub": "auth0|\udfff-tail"}, {"sub": "opaque", "iss": "https://id.example/\ud83d"}],
+    ids=["lone high surrogate sub", "lone low surrogate in sub", "lone surrogate in iss"],
+)
+def test_external_token_with_a_lone_surrogate_in_its_ids_is_401_not_500(settings, claims):
+    configure_external(settings)
+
+    assert_refused(get_me(external_token(**claims)))
+    assert not User.objects.exists()
 
 
 def test_external_user_whose_username_is_held_by_another_account_is_401_not_500(settings):

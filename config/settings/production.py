@@ -3,7 +3,9 @@ reports nothing with them.
 
 Refuses to start (ImproperlyConfigured) when DEBUG is on, when DJANGO_SECRET_KEY is unset or
 the development default (base's check, which DEBUG off turns on), when the JWT signing key is
-empty or that default, and when DJANGO_ALLOWED_HOSTS is unset or empty.
+empty or that default, when external tokens are on (JWT_EXTERNAL_KEY) without
+JWT_EXTERNAL_ISSUER and JWT_EXTERNAL_AUDIENCE or with an HS256 key under 32 characters, and
+when DJANGO_ALLOWED_HOSTS is unset or empty.
 
 TLS often ends at a proxy in front of the app. Then set DJANGO_SECURE_PROXY_SSL_HEADER to the
 header and value the proxy sets on HTTPS requests (``X-Forwarded-Proto,https``; only when the
@@ -22,7 +24,7 @@ from django.core.exceptions import ImproperlyConfigured
 os.environ.setdefault("DJANGO_DEBUG", "false")
 
 from .base import *  # noqa: E402, F403
-from .base import INSECURE_DEFAULT_SECRET_KEY, SIMPLE_JWT, env  # noqa: E402
+from .base import INSECURE_DEFAULT_SECRET_KEY, JWT_EXTERNAL, SIMPLE_JWT, env  # noqa: E402
 
 if DEBUG:  # noqa: F405
     raise ImproperlyConfigured("DJANGO_DEBUG must be false with config.settings.production.")
@@ -37,6 +39,21 @@ if not _signing_key or _signing_key == INSECURE_DEFAULT_SECRET_KEY:
     )
 if "JWT_SIGNING_KEY" in os.environ and len(_signing_key) < JWT_SIGNING_KEY_MIN_LENGTH:
     raise ImproperlyConfigured(f"JWT_SIGNING_KEY must be at least {JWT_SIGNING_KEY_MIN_LENGTH} characters.")
+
+# External tokens (base's JWT_EXTERNAL): a provider trusted without an issuer and audience
+# check would let tokens minted for another application in, and a short HS256 key is
+# guessable offline.
+if JWT_EXTERNAL["KEY"]:
+    for _claim in ("ISSUER", "AUDIENCE"):
+        if not (JWT_EXTERNAL[_claim] or "").strip():
+            raise ImproperlyConfigured(
+                f"Set JWT_EXTERNAL_{_claim} when JWT_EXTERNAL_KEY is set: production checks the "
+                "issuer and audience of external tokens."
+            )
+    if JWT_EXTERNAL["ALGORITHM"] == "HS256" and len(JWT_EXTERNAL["KEY"]) < JWT_SIGNING_KEY_MIN_LENGTH:
+        raise ImproperlyConfigured(
+            f"JWT_EXTERNAL_KEY must be at least {JWT_SIGNING_KEY_MIN_LENGTH} characters with HS256."
+        )
 
 # No default: the host names this deployment answers to.
 ALLOWED_HOSTS = [host.strip() for host in env.list("DJANGO_ALLOWED_HOSTS", default=[]) if host.strip()]

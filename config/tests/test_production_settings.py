@@ -22,6 +22,15 @@ def real_secret() -> str:
     return secrets.token_urlsafe(50)
 
 
+# External tokens as a deployment should configure them: every case below breaks one part.
+EXTERNAL_TOKENS = {
+    "JWT_EXTERNAL_KEY": "the-identity-providers-32-character-or-longer-secret",
+    "JWT_EXTERNAL_ALGORITHM": "HS256",
+    "JWT_EXTERNAL_ISSUER": "https://id.chat.example/",
+    "JWT_EXTERNAL_AUDIENCE": "conversation-history",
+}
+
+
 @pytest.fixture
 def production_env(tmp_path):
     """What a deployment sets, and nothing of the environment running the tests: a real
@@ -82,6 +91,11 @@ def test_check_deploy_reports_no_issues_with_a_real_secret(production_env):
         ({"DJANGO_ALLOWED_HOSTS": None}, "DJANGO_ALLOWED_HOSTS"),
         ({"DJANGO_ALLOWED_HOSTS": " , "}, "DJANGO_ALLOWED_HOSTS"),
         ({"DJANGO_SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto"}, "DJANGO_SECURE_PROXY_SSL_HEADER"),
+        ({**EXTERNAL_TOKENS, "JWT_EXTERNAL_ISSUER": None}, "JWT_EXTERNAL_ISSUER"),
+        ({**EXTERNAL_TOKENS, "JWT_EXTERNAL_AUDIENCE": None}, "JWT_EXTERNAL_AUDIENCE"),
+        ({**EXTERNAL_TOKENS, "JWT_EXTERNAL_AUDIENCE": " "}, "JWT_EXTERNAL_AUDIENCE"),
+        ({**EXTERNAL_TOKENS, "JWT_EXTERNAL_KEY": "abc"}, "JWT_EXTERNAL_KEY"),
+        ({**EXTERNAL_TOKENS, "JWT_EXTERNAL_KEY": "x" * 31}, "JWT_EXTERNAL_KEY"),
     ],
     ids=[
         "secret key unset",
@@ -94,12 +108,17 @@ def test_check_deploy_reports_no_issues_with_a_real_secret(production_env):
         "allowed hosts unset",
         "allowed hosts empty",
         "proxy ssl header without its value",
+        "external tokens without an issuer",
+        "external tokens without an audience",
+        "external tokens with a blank audience",
+        "external hs256 key of 3 characters",
+        "external hs256 key of 31 characters",
     ],
 )
 def test_production_refuses_to_start(production_env, change, naming):
     env = {**production_env, **{k: v for k, v in change.items() if v is not None}}
     for name in (k for k, v in change.items() if v is None):
-        del env[name]
+        env.pop(name, None)
 
     assert_refuses_to_start(manage(env, "check", "--deploy"), naming=naming)
 
@@ -168,6 +187,12 @@ def test_the_redirect_and_hsts_can_be_left_to_a_proxy(production_env):
 
     assert answers["plain_api"] == [401, None]
     assert answers["hsts"] is None
+
+
+def test_check_deploy_reports_no_issues_with_external_tokens_fully_configured(production_env):
+    result = manage({**production_env, **EXTERNAL_TOKENS}, "check", "--deploy", "--fail-level", "WARNING")
+
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_a_signing_key_of_its_own_is_used_when_set(production_env):

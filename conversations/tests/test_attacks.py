@@ -17,6 +17,7 @@ from typing import Any
 
 import jwt
 import pytest
+from django.contrib.auth.hashers import make_password
 from django.urls import reverse
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
@@ -275,6 +276,13 @@ def trust_external_provider(settings) -> None:
     configure_external(settings, ISSUER=ISSUER, AUDIENCE=AUDIENCE)
 
 
+def victim_created_by_the_provider(world: World) -> None:
+    """B as an account the external provider made, so that an external token naming B is
+    refused for its own flaw alone (the provider reaches no local account at all)."""
+    User.objects.filter(pk=world.b.pk).update(is_external=True, password=make_password(None))
+    world.b.refresh_from_db()
+
+
 @pytest.mark.parametrize("provider", IDENTITY_PROVIDER)
 @pytest.mark.parametrize("attack", OWN_TOKEN_ATTACKS)
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
@@ -300,6 +308,7 @@ def test_bad_external_tokens_naming_the_victim_are_401_on_every_endpoint_and_cha
     world, settings, endpoint, attack
 ):
     trust_external_provider(settings)
+    victim_created_by_the_provider(world)
     client = with_token(EXTERNAL_TOKEN_ATTACKS[attack](world, settings))
     before = everything()
 
@@ -314,7 +323,11 @@ def test_bad_external_tokens_naming_the_victim_are_401_on_every_endpoint_and_cha
 def test_control_the_victims_valid_tokens_succeed_on_every_endpoint(world, settings, endpoint, token):
     """The refusals above come from the token alone: B's genuine tokens get in everywhere."""
     trust_external_provider(settings)
-    genuine = str(AccessToken.for_user(world.b)) if token == "own" else external_with_right_claims(world)
+    if token == "own":
+        genuine = str(AccessToken.for_user(world.b))
+    else:
+        victim_created_by_the_provider(world)
+        genuine = external_with_right_claims(world)
 
     response = send_to_victim(with_token(genuine), ENDPOINTS[endpoint], world)
 
@@ -325,6 +338,26 @@ def test_control_the_victims_valid_tokens_succeed_on_every_endpoint(world, setti
 
 def external_with_right_claims(world: World) -> str:
     return external_token(str(world.b.pk), iss=ISSUER, aud=AUDIENCE)
+
+
+@pytest.mark.parametrize(
+    "victim",
+    [{}, {"is_staff": True}, {"is_staff": True, "is_superuser": True}],
+    ids=["user", "staff", "superuser"],
+)
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_valid_external_tokens_naming_a_local_account_are_401_on_every_endpoint_and_change_nothing(
+    world, settings, endpoint, victim
+):
+    """A leaked or misconfigured identity provider cannot take over a registered account."""
+    trust_external_provider(settings)
+    User.objects.filter(pk=world.b.pk).update(**victim)
+    before = everything()
+
+    response = send_to_victim(with_token(external_with_right_claims(world)), ENDPOINTS[endpoint], world)
+
+    assert_refused(response, HTTPStatus.UNAUTHORIZED)
+    assert everything() == before
 
 
 # Another user's ids --------------------------------------------------------------------------

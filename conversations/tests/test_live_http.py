@@ -35,6 +35,8 @@ REGISTER = "/api/v1/auth/register/"
 TOKEN = "/api/v1/auth/token/"
 REFRESH = "/api/v1/auth/token/refresh/"
 ME = "/api/v1/auth/me/"
+PASSWORD = "/api/v1/auth/password/"
+LOGOUT = "/api/v1/auth/logout/"
 CONVERSATIONS = "/api/v1/conversations/"
 
 CONVERSATION_FIELDS = {"id", "user_id", "title", "created_at", "updated_at", "message_count"}
@@ -345,6 +347,23 @@ def test_register_token_refresh_and_me(server, anonymous):
     anonymous.expect(401, "POST", REFRESH, json={"refresh": carol.access})  # an access token is no refresh
 
 
+def test_a_password_change_revokes_earlier_tokens_and_logout_its_refresh_token(server, anonymous):
+    dave = register(server, "dave")
+    new_password = f"Harbour-{secrets.token_hex(6)}-Comet"
+    change = {"old_password": dave.password, "new_password": new_password}
+
+    dave.expect(204, "POST", PASSWORD, json=change)
+
+    dave.expect(401, "GET", ME)
+    anonymous.expect(401, "POST", REFRESH, json={"refresh": dave.refresh})
+    tokens = anonymous.json(200, "POST", TOKEN, json={"username": dave.username, "password": new_password})
+    fresh = Client(server, tokens["access"])
+    assert fresh.json(200, "GET", ME)["id"] == dave.user_id
+    fresh.expect(204, "POST", LOGOUT, json={"refresh": tokens["refresh"]})
+    anonymous.expect(401, "POST", REFRESH, json={"refresh": tokens["refresh"]})
+    anonymous.expect(401, "POST", LOGOUT, json={"refresh": tokens["refresh"]})
+
+
 def test_missing_or_bad_token_is_401_with_www_authenticate(alice, bob, anonymous, server):
     secret = server.env["DJANGO_SECRET_KEY"]
     now = datetime.now(UTC)
@@ -356,6 +375,8 @@ def test_missing_or_bad_token_is_401_with_www_authenticate(alice, bob, anonymous
             "jti": uuid.uuid4().hex,
             "iat": int(now.timestamp()),
             "exp": int((now + timedelta(minutes=5)).timestamp()),
+            # The digest of alice's password hash that every token of hers carries (revocation).
+            "hash_password": jwt_payload(alice.access)["hash_password"],
             **claims,
         }
         return jwt.encode(payload, secret, algorithm="HS256")

@@ -16,6 +16,8 @@ CONTRACT_OPERATIONS = [
     ("/api/v1/auth/token/", "post", "200", True),
     ("/api/v1/auth/token/refresh/", "post", "200", True),
     ("/api/v1/auth/me/", "get", "200", False),
+    ("/api/v1/auth/password/", "post", "204", True),
+    ("/api/v1/auth/logout/", "post", "204", True),
     ("/api/v1/conversations/", "get", "200", False),
     ("/api/v1/conversations/", "post", "201", True),
     ("/api/v1/conversations/{id}/", "get", "200", False),
@@ -52,6 +54,18 @@ def test_every_contract_operation_is_documented_with_its_bodies(schema, path, me
         assert "application/json" in operation["responses"][success]["content"]
     if has_body:
         assert "application/json" in operation["requestBody"]["content"]
+
+
+@pytest.mark.parametrize(
+    ("path", "statuses"),
+    [("/api/v1/auth/password/", {"204", "400", "401"}), ("/api/v1/auth/logout/", {"204", "400", "401"})],
+)
+def test_the_revocation_operations_need_a_token_and_document_their_statuses(schema, path, statuses):
+    operation = schema["paths"][path]["post"]
+
+    assert statuses <= set(operation["responses"])
+    assert {"jwtAuth": []} in operation["security"]
+    assert {} not in operation["security"]
 
 
 def test_list_operations_document_the_page_shape_and_parameters(schema):

@@ -9,6 +9,8 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.services import user_delete
 from conftest import client_for
@@ -212,6 +214,20 @@ def test_the_roles_are_what_the_readme_promises():
         assert owner == connection.settings_dict["USER"] != SERVING_ROLE
         assert enabled
         assert forced
+
+
+def test_the_serving_role_can_issue_and_revoke_refresh_tokens():
+    """simplejwt's blacklist tables are granted after migrate like every other table."""
+    user = UserFactory.create()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL ROLE {connection.ops.quote_name(SERVING_ROLE)}")
+        token = RefreshToken.for_user(user)  # an outstanding-token row, as at login
+        token.blacklist()  # a blacklisted-token row, as at logout
+        with pytest.raises(TokenError):
+            RefreshToken(str(token))  # type: ignore[arg-type]  # takes the encoded token
+        with connection.cursor() as cursor:
+            cursor.execute("RESET ROLE")
 
 
 def test_the_system_check_is_quiet_for_a_role_bound_by_row_level_security():
