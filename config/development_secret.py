@@ -1,0 +1,39 @@
+"""The secret key of development runs without DJANGO_SECRET_KEY: random, made on first use and
+kept in a local file that git and Docker ignore, so that no key anyone else knows signs this
+machine's sessions and tokens, and restarts keep them valid."""
+
+import os
+import tempfile
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.utils import get_random_secret_key
+
+
+def development_secret_key(path: Path) -> str:
+    """The key kept in ``path``, which is created (mode 0600) with a new random key if missing."""
+    if not path.exists():
+        create_key_file(path, get_random_secret_key())
+    key = path.read_text().strip()
+    if not key:
+        raise ImproperlyConfigured(f"{path} holds no secret key: delete it to have a new one made.")
+    return key
+
+
+def create_key_file(path: Path, key: str) -> None:
+    """Write ``key`` to ``path`` unless another process got there first, whose key then stays.
+
+    The key is written to a temporary file (mkstemp makes it 0600) that is then linked to
+    ``path``: the link appears whole or not at all, and fails if ``path`` exists, so processes
+    starting together (``make run``'s migrate and runserver, several workers) all read one key.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(f"{key}\n")
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(temporary)
