@@ -12,9 +12,15 @@ from django.core.management.utils import get_random_secret_key
 
 def development_secret_key(path: Path) -> str:
     """The key kept in ``path``, which is created (mode 0600) with a new random key if missing."""
-    if not path.exists():
-        create_key_file(path, get_random_secret_key())
-    key = path.read_text().strip()
+    try:
+        if not path.exists():
+            create_key_file(path, get_random_secret_key())
+        key = path.read_text().strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"Cannot keep the development key in {path} ({exc.strerror}): set DJANGO_SECRET_KEY, "
+            "or DJANGO_DEV_SECRET_FILE to a writable place."
+        ) from exc
     if not key:
         raise ImproperlyConfigured(f"{path} holds no secret key: delete it to have a new one made.")
     return key

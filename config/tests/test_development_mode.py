@@ -111,8 +111,12 @@ def test_a_key_in_the_environment_is_used_and_no_file_is_made(development_env):
 
 @pytest.mark.parametrize(
     ("change", "naming"),
-    [({"DJANGO_DEBUG": "false"}, "DJANGO_SECRET_KEY"), ({}, "holds no secret key")],
-    ids=["debug off", "empty key file"],
+    [
+        ({"DJANGO_DEBUG": "false"}, "DJANGO_SECRET_KEY"),
+        ({}, "holds no secret key"),
+        ({"DJANGO_DEV_SECRET_FILE": "/proc/no-key-can-be-kept-here"}, "DJANGO_DEV_SECRET_FILE"),
+    ],
+    ids=["debug off", "empty key file", "key file not writable"],
 )
 def test_settings_refuse_to_load_without_a_usable_key(development_env, change, naming):
     key_file = Path(development_env["DJANGO_DEV_SECRET_FILE"])
