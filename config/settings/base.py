@@ -60,7 +60,7 @@ MIDDLEWARE = [
     # Outermost: counts and times every answer, including those of the middleware below.
     "config.metrics.MetricsMiddleware",
     "config.middleware.RequestIdMiddleware",
-    # Before anything that reads the host: Django's own refusal would be its debug page.
+    # Before anything that reads the host: Django's own refusal, with DEBUG on, is its debug page.
     "config.middleware.AllowedHostMiddleware",
     # The security line of every 401, 403 and 429, whichever layer answers.
     "config.audit.RefusalLogMiddleware",

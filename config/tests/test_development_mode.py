@@ -21,10 +21,12 @@ import jwt
 import pytest
 import requests
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest
 from django.test import RequestFactory
 from django.views.debug import technical_500_response
 
+from config import errors
 from conversations.tests.live_server import (
     LiveServer,
     is_postgres_url,
@@ -153,6 +155,18 @@ def test_debug_page_hides_urls_that_may_carry_passwords(rf: RequestFactory, sett
     assert "DATABASE_URL" in page
     assert database_password not in page
     assert redis_password not in page
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_foreign_host_gets_the_400_handlers_answer_with_debug_on_or_off(client, rf, settings, debug):
+    settings.DEBUG = debug
+
+    api = client.get("/api/v1/auth/me/", HTTP_HOST="evil.example")
+    page = client.get("/healthz", HTTP_HOST="evil.example")
+
+    assert api.status_code == page.status_code == HTTPStatus.BAD_REQUEST
+    assert json.loads(api.content) == {"detail": "Bad request."}
+    assert page.content == errors.bad_request(rf.get("/healthz"), DisallowedHost()).content
 
 
 # --- over HTTP, against runserver started as `make run` starts it --------------------------
