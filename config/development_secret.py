@@ -3,18 +3,18 @@ kept in a local file that git and Docker ignore, so that no key anyone else know
 machine's sessions and tokens, and restarts keep them valid."""
 
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.utils import get_random_secret_key
 
 
 def development_secret_key(path: Path) -> str:
     """The key kept in ``path``, which is created (mode 0600) with a new random key if missing."""
     try:
         if not path.exists():
-            create_key_file(path, get_random_secret_key())
+            create_key_file(path, new_key())
         key = path.read_text().strip()
     except OSError as exc:
         raise ImproperlyConfigured(
@@ -24,6 +24,13 @@ def development_secret_key(path: Path) -> str:
     if not key:
         raise ImproperlyConfigured(f"{path} holds no secret key: delete it to have a new one made.")
     return key
+
+
+def new_key() -> str:
+    """67 URL-safe characters: none is ``$``, which django-environ would read as a reference to
+    another variable when the key becomes a default (JWT_SIGNING_KEY's), as Django's own
+    ``get_random_secret_key`` may start one."""
+    return secrets.token_urlsafe(50)
 
 
 def create_key_file(path: Path, key: str) -> None:
