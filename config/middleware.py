@@ -1,4 +1,4 @@
-"""The two outermost layers of every request: its id, and JSON errors under /api/."""
+"""The outer layers of every request: its id, the check of its Host, JSON errors under /api/."""
 
 import logging
 import re
@@ -8,7 +8,7 @@ from io import BytesIO
 from typing import BinaryIO
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.core.handlers.wsgi import WSGIRequest
 from django.core.signals import got_request_exception
 from django.http import HttpRequest, HttpResponse
@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from config import errors
 
 logger = logging.getLogger(__name__)
+disallowed_host_logger = logging.getLogger("django.security.DisallowedHost")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # 1 to 200 printable ASCII characters, no spaces: safe to echo in a header and to log.
@@ -40,6 +41,25 @@ class RequestIdMiddleware:
         response = self.get_response(request)
         response[REQUEST_ID_HEADER] = request_id
         return response
+
+
+class AllowedHostMiddleware:
+    """Answers a request for a host outside ALLOWED_HOSTS with the project's plain 400 (JSON
+    under /api/), DEBUG on or off. Left to Django, the check fails deeper in the stack and,
+    with DEBUG on, answers with the debug page, which lists the process's environment
+    (``DATABASE_URL`` and its password among it) to whoever sent the foreign Host header."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            request.get_host()
+        except DisallowedHost as exc:
+            # Where Django itself logs the refusal, so that logging settings for it still apply.
+            disallowed_host_logger.error(str(exc), extra={"status_code": 400, "request": request})
+            return errors.bad_request(request, exc)
+        return self.get_response(request)
 
 
 class ApiErrorMiddleware:

@@ -14,8 +14,14 @@ The policies of migration 0004 show a session only the rows of the user whose id
 
 ``all_users`` lifts the filter, for the few places that must cross users (retention,
 maintenance commands), always for one transaction only. Its policy is granted only to the
-role that ran the migrations (the table owner), so the serving role cannot lift it even with
-SQL of its own.
+role that ran the migrations (the table owner): ``app.all_users`` does nothing for the
+serving role.
+
+What this stops is a query of the application that forgets its user filter, and a stale
+identity on a pooled connection. It does not stop SQL of the serving role's own (injection,
+a compromised process): ``app.user_id`` is a plain setting that any statement may set, and
+the serving role can read every user id, so such SQL can take each user's identity in turn
+(the README's Isolation section, pinned by a test in tests/test_rls.py).
 
 On SQLite, which has no row-level security, all of these are no-ops.
 """

@@ -8,7 +8,8 @@ from django.db import connections
 
 def grant_serving_role(*, using: str, **kwargs: Any) -> None:
     """Let ``DATABASE_APP_URL``'s role read and write rows, and nothing more: it owns no
-    table, so it can neither change the schema nor escape row-level security."""
+    table, so it can neither change the schema nor switch row-level security off (it can
+    still set any user's identity: see the README's Isolation section)."""
     role = settings.DATABASE_SERVING_ROLE
     connection = connections[using]
     if not role or connection.vendor != "postgresql" or connection.settings_dict["USER"] == role:

@@ -15,6 +15,7 @@ import environ
 from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
 
+from config.development_secret import development_secret_key
 from conversations.rls import reset_identity
 
 # Lets generic classes such as QuerySet[User] be subscripted at runtime, for mypy.
@@ -26,12 +27,15 @@ env = environ.Env()
 if (BASE_DIR / ".env").is_file():
     environ.Env.read_env(BASE_DIR / ".env")
 
-INSECURE_DEFAULT_SECRET_KEY = "django-insecure-local-development-key-do-not-deploy"  # noqa: S105
-
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=INSECURE_DEFAULT_SECRET_KEY)
-if not DEBUG and SECRET_KEY == INSECURE_DEFAULT_SECRET_KEY:
-    raise ImproperlyConfigured("Set DJANGO_SECRET_KEY: the default key is for local development only.")
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("Set DJANGO_SECRET_KEY: only development (DEBUG on) makes its own key.")
+    # A random key of this checkout's own, made on first run (config/development_secret.py).
+    SECRET_KEY = development_secret_key(
+        Path(env.str("DJANGO_DEV_SECRET_FILE", default=str(BASE_DIR / ".dev-secret-key")))
+    )
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 
 # No django.contrib.admin: the API is admin-free, operators use management commands
@@ -59,6 +63,8 @@ MIDDLEWARE = [
     # Outermost: counts and times every answer, including those of the middleware below.
     "config.metrics.MetricsMiddleware",
     "config.middleware.RequestIdMiddleware",
+    # Before anything that reads the host: Django's own refusal, with DEBUG on, is its debug page.
+    "config.middleware.AllowedHostMiddleware",
     # The security line of every 401, 403 and 429, whichever layer answers.
     "config.audit.RefusalLogMiddleware",
     # Before anything that can answer, so that errors and 413s carry CORS headers too.
@@ -73,6 +79,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# The debug page and error reports hide database and cache URLs too (config/debug_page.py).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "config.debug_page.ExceptionReporterFilter"
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"

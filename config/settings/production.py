@@ -1,11 +1,12 @@
 """Production settings: base, with DEBUG off and HTTPS hardening; ``manage.py check --deploy``
 reports nothing with them.
 
-Refuses to start (ImproperlyConfigured) when DEBUG is on, when DJANGO_SECRET_KEY is unset or
-the development default (base's check, which DEBUG off turns on), when the JWT signing key is
-empty or that default, when external tokens are on (JWT_EXTERNAL_KEY) without
-JWT_EXTERNAL_ISSUER and JWT_EXTERNAL_AUDIENCE or with an HS256 key under 32 characters, and
-when DJANGO_ALLOWED_HOSTS is unset or empty.
+Refuses to start (ImproperlyConfigured) when DEBUG is on, when DJANGO_SECRET_KEY is unset
+(base's check, which DEBUG off turns on), when it or the JWT signing key is a key Django marks
+insecure (``django-insecure-…``, as the development key this project once committed was), when
+the signing key is empty, when external tokens are on (JWT_EXTERNAL_KEY) without
+JWT_EXTERNAL_ISSUER and JWT_EXTERNAL_AUDIENCE or with an HS256 key under 32 characters,
+and when DJANGO_ALLOWED_HOSTS is unset or empty.
 
 TLS often ends at a proxy in front of the app. Then set DJANGO_SECURE_PROXY_SSL_HEADER to the
 header and value the proxy sets on HTTPS requests (``X-Forwarded-Proto,https``; only when the
@@ -16,26 +17,33 @@ DJANGO_SECURE_SSL_REDIRECT=false when the proxy redirects plain HTTP itself. The
 
 import os
 
+from django.core.checks.security.base import SECRET_KEY_INSECURE_PREFIX
 from django.core.exceptions import ImproperlyConfigured
 
-# Off unless the environment says otherwise, and base then refuses the default secret key; on
-# is refused below. Set before base is read: base derives the browsable API and the session
+# Off unless the environment says otherwise, and base then requires DJANGO_SECRET_KEY; on is
+# refused below. Set before base is read: base derives the browsable API and the session
 # login from DEBUG.
 os.environ.setdefault("DJANGO_DEBUG", "false")
 
 from .base import *  # noqa: E402, F403
-from .base import INSECURE_DEFAULT_SECRET_KEY, JWT_EXTERNAL, SIMPLE_JWT, env  # noqa: E402
+from .base import JWT_EXTERNAL, SECRET_KEY, SIMPLE_JWT, env  # noqa: E402
 
 if DEBUG:  # noqa: F405
     raise ImproperlyConfigured("DJANGO_DEBUG must be false with config.settings.production.")
 
+# The prefix of the keys `startproject` writes and `check --deploy` warns of: published keys.
+if SECRET_KEY.startswith(SECRET_KEY_INSECURE_PREFIX):
+    raise ImproperlyConfigured(
+        f"DJANGO_SECRET_KEY must be a secret, not a {SECRET_KEY_INSECURE_PREFIX}… key."
+    )
+
 # HS256 keys shorter than the hash's 256 bits are open to offline guessing (RFC 7518, 3.2).
 JWT_SIGNING_KEY_MIN_LENGTH = 32
 _signing_key = SIMPLE_JWT["SIGNING_KEY"]
-if not _signing_key or _signing_key == INSECURE_DEFAULT_SECRET_KEY:
+if not _signing_key or _signing_key.startswith(SECRET_KEY_INSECURE_PREFIX):
     raise ImproperlyConfigured(
         "Set JWT_SIGNING_KEY to a secret of its own, or leave it unset to use DJANGO_SECRET_KEY: "
-        "an empty key or the development default is refused."
+        f"an empty key or a {SECRET_KEY_INSECURE_PREFIX}… key is refused."
     )
 if "JWT_SIGNING_KEY" in os.environ and len(_signing_key) < JWT_SIGNING_KEY_MIN_LENGTH:
     raise ImproperlyConfigured(f"JWT_SIGNING_KEY must be at least {JWT_SIGNING_KEY_MIN_LENGTH} characters.")

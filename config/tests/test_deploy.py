@@ -9,6 +9,7 @@ end-to-end test (e2e/), the serving role by the PostgreSQL runs.
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -162,7 +163,8 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     return run_clean(
         [sys.executable, "-c", textwrap.dedent(code)],
         drop=("DJANGO_", "REDIS_", "CORS_", "METRICS_", "PROMETHEUS_", "WEB_"),
-        env=env,
+        # A key of its own: without one, the settings would make the development key file.
+        env={"DJANGO_SECRET_KEY": secrets.token_urlsafe(50), **env},
     )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from config.settings.base import INSECURE_DEFAULT_SECRET_KEY
+from config.tests.test_development_mode import PUBLISHED_DEVELOPMENT_KEY
 
 MANAGE_PY = str(Path(settings.BASE_DIR) / "manage.py")
 REFUSAL = "django.core.exceptions.ImproperlyConfigured: "
@@ -43,6 +43,8 @@ def production_env(tmp_path):
         "DJANGO_SECRET_KEY": real_secret(),
         "DJANGO_ALLOWED_HOSTS": "example.com",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'production.sqlite3'}",
+        # Where a development run (DEBUG on, refused here) would keep its key: not the checkout.
+        "DJANGO_DEV_SECRET_FILE": str(tmp_path / "dev-secret-key"),
     }
 
 
@@ -82,10 +84,12 @@ def test_check_deploy_reports_no_issues_with_a_real_secret(production_env):
     ("change", "naming"),
     [
         ({"DJANGO_SECRET_KEY": None}, "DJANGO_SECRET_KEY"),
-        ({"DJANGO_SECRET_KEY": INSECURE_DEFAULT_SECRET_KEY}, "DJANGO_SECRET_KEY"),
+        ({"DJANGO_SECRET_KEY": PUBLISHED_DEVELOPMENT_KEY}, "DJANGO_SECRET_KEY"),
+        ({"DJANGO_SECRET_KEY": f"django-insecure-{real_secret()}"}, "DJANGO_SECRET_KEY"),
         ({"DJANGO_DEBUG": "true"}, "DJANGO_DEBUG"),
         ({"DJANGO_DEBUG": "true", "DJANGO_SECRET_KEY": None}, "DJANGO_DEBUG"),
-        ({"JWT_SIGNING_KEY": INSECURE_DEFAULT_SECRET_KEY}, "JWT_SIGNING_KEY"),
+        ({"JWT_SIGNING_KEY": PUBLISHED_DEVELOPMENT_KEY}, "JWT_SIGNING_KEY"),
+        ({"JWT_SIGNING_KEY": f"django-insecure-{real_secret()}"}, "JWT_SIGNING_KEY"),
         ({"JWT_SIGNING_KEY": ""}, "JWT_SIGNING_KEY"),
         ({"JWT_SIGNING_KEY": "too-short-for-hs256"}, "JWT_SIGNING_KEY"),
         ({"DJANGO_ALLOWED_HOSTS": None}, "DJANGO_ALLOWED_HOSTS"),
@@ -99,10 +103,12 @@ def test_check_deploy_reports_no_issues_with_a_real_secret(production_env):
     ],
     ids=[
         "secret key unset",
-        "secret key the development default",
+        "secret key the development default once committed",
+        "secret key marked insecure by django",
         "debug on",
         "debug on without a secret key",
-        "signing key the development default",
+        "signing key the development default once committed",
+        "signing key marked insecure by django",
         "signing key empty",
         "signing key shorter than 32 characters",
         "allowed hosts unset",

@@ -3,7 +3,8 @@
 Every table with a ``user_id`` shows and accepts only the rows of the user named by the
 setting ``app.user_id`` (set per connection or per transaction, see rls.py); nothing set,
 nothing visible. FORCE makes the policies bind the table owner too, so a single-role
-deployment is protected as well (only superusers and BYPASSRLS roles are exempt). A second
+deployment's queries are filtered as well (only superusers and BYPASSRLS roles are exempt;
+what the policies do not stop is in the README's Isolation section). A second
 policy lets the migrating role, and only it, see every row while ``app.all_users`` is 'on',
 for maintenance that must cross users.
 """

@@ -2,7 +2,8 @@
 
 ``make run`` is ``python manage.py migrate --noinput && python manage.py runserver``, with the
 production settings module (``config.settings.base``). ``start_server`` does exactly that in
-a subprocess, with DEBUG off and a real secret key as in production, on a database of its own:
+a subprocess, with DEBUG off and a real secret key as in production (or, asked to, with
+neither, as in development), on a database of its own:
 a SQLite file, or a fresh PostgreSQL database when the test process runs against PostgreSQL
 (``scripts/with-postgres``). pytest-django's test database is never involved.
 
@@ -201,11 +202,24 @@ def _serve(
     raise AssertionError("unreachable")
 
 
-def start_server(workdir: Path, database_url: str, attempts: int = 3) -> LiveServer:
+def development_env(env: dict[str, str], workdir: Path) -> dict[str, str]:
+    """``env`` as a fresh checkout's ``make run`` has it: DEBUG on and no DJANGO_SECRET_KEY, so
+    the settings make and keep their own key, here in ``workdir`` (DJANGO_DEV_SECRET_FILE)."""
+    development = {key: value for key, value in env.items() if key != "DJANGO_SECRET_KEY"}
+    development.update({"DJANGO_DEBUG": "true", "DJANGO_DEV_SECRET_FILE": str(workdir / "dev-secret-key")})
+    return development
+
+
+def start_server(
+    workdir: Path, database_url: str, attempts: int = 3, *, development: bool = False
+) -> LiveServer:
     """Migrate, then serve on a free loopback port; raises with the server's output if it
     does not come up. The port is chosen before the server binds it, so a port taken in
-    between is retried."""
+    between is retried. ``development``: as ``make run`` without any settings in the
+    environment (``development_env``) rather than production-like."""
     env = server_env(database_url)
+    if development:
+        env = development_env(env, workdir)
     migrate(env)
     return _serve(
         workdir,

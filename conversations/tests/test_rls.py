@@ -195,6 +195,32 @@ def test_the_serving_role_reads_and_writes_only_in_its_users_scope(two_users_dat
             cursor.execute("RESET ROLE")
 
 
+def test_sql_of_the_serving_role_can_take_any_users_identity(two_users_data):
+    """Both sides of the README's "What the policies stop, and what they do not", in the SQL
+    injected code could run: a query without a filter sees only the identity's rows, but the
+    identity is a plain setting, and the users table lists every id to set it to. Binding the
+    identity to something the serving role cannot forge makes this fail: then update the README."""
+    a, _ = two_users_data["a"]
+    b, b_conversation = two_users_data["b"]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL ROLE {connection.ops.quote_name(SERVING_ROLE)}")
+        cursor.execute("SELECT set_config('app.user_id', %s, true)", [str(a.pk)])
+        cursor.execute("SELECT DISTINCT user_id FROM conversations_message")
+        assert cursor.fetchall() == [(a.pk,)]
+
+        cursor.execute("SELECT id FROM accounts_user")
+        every_user_id = {user_id for (user_id,) in cursor.fetchall()}
+        assert b.pk in every_user_id
+        cursor.execute("SELECT set_config('app.user_id', %s, true)", [str(b.pk)])
+        cursor.execute("SELECT DISTINCT user_id FROM conversations_message")
+        assert cursor.fetchall() == [(b.pk,)]
+        cursor.execute(
+            "UPDATE conversations_conversation SET title = 'taken' WHERE id = %s", [b_conversation.pk]
+        )
+        assert cursor.rowcount == 1
+        cursor.execute("RESET ROLE")
+
+
 def test_the_roles_are_what_the_readme_promises():
     with connection.cursor() as cursor:
         cursor.execute(
