@@ -22,7 +22,7 @@ from accounts.serializers import (
     UserSerializer,
 )
 from accounts.services import refresh_token_revoke, user_password_change, user_register
-from config.throttling import LoginAddressRateThrottle, LoginUsernameRateThrottle
+from config.throttling import LoginAddressRateThrottle, LoginUsernameRateThrottle, PasswordChangeRateThrottle
 
 
 class RegistrationIsOpen(BasePermission):
@@ -67,6 +67,9 @@ class MeView(APIView):
 
 
 class PasswordChangeView(APIView):
+    def get_throttles(self) -> list[BaseThrottle]:
+        return [*super().get_throttles(), PasswordChangeRateThrottle()]
+
     @extend_schema(request=PasswordChangeSerializer, responses={204: None})
     def post(self, request: Request) -> Response:
         serializer = PasswordChangeSerializer(data=request.data)

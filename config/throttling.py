@@ -6,7 +6,9 @@ limit and forging ``127.0.0.1`` spent the loopback client's quota.
 
 Logins have two more limits of rate ``login`` (``API_THROTTLE_LOGIN``), one per client address
 and one per username. DRF checks throttles in ``APIView.initial``, so both refuse before the
-serializer hashes the password: a throttled guess costs no PBKDF2.
+serializer hashes the password: a throttled guess costs no PBKDF2. A password change checks
+the old password, so it spends its account's login quota too: a stolen access token is no
+faster way to guess the password than the login.
 """
 
 import hashlib
@@ -56,9 +58,20 @@ class LoginUsernameRateThrottle(throttling.SimpleRateThrottle):
     scope = "login"
 
     def get_cache_key(self, request: Request, view: "APIView") -> str | None:
-        data = request.data  # parsed here, before the view: a malformed body is already a 400
-        username = username_key(data.get("username") if isinstance(data, Mapping) else None)
+        username = username_key(self.username(request))
         return None if username is None else f"throttle_login_username_{username}"
+
+    def username(self, request: Request) -> Any:
+        data = request.data  # parsed here, before the view: a malformed body is already a 400
+        return data.get("username") if isinstance(data, Mapping) else None
+
+
+class PasswordChangeRateThrottle(LoginUsernameRateThrottle):
+    """The caller's account's login quota, spent by each password change (it checks the old
+    password)."""
+
+    def username(self, request: Request) -> Any:
+        return request.user.get_username()
 
 
 def username_key(value: Any) -> str | None:

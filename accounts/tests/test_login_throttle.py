@@ -10,6 +10,7 @@ from rest_framework import status
 from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
+from conftest import client_for
 from conversations.tests.factories import TEST_PASSWORD, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -136,3 +137,19 @@ def test_there_is_no_admin_login_to_guess_at(method, django_user_model):
 
     assert response.status_code == status.HTTP_404_NOT_FOUND
     assert not apps.is_installed("django.contrib.admin")
+
+
+def test_password_changes_spend_the_accounts_login_quota():
+    """The old password is checked there too, so a stolen access token guesses no faster."""
+    user = UserFactory.create()
+    stolen = client_for(user)
+    guesses = [
+        stolen.post(
+            reverse("auth-password"), {"old_password": f"guess-{n}", "new_password": "N3w-Passphrase-77"}
+        ).status_code
+        for n in range(LOGIN_RATE + 5)
+    ]
+    assert guesses[:LOGIN_RATE] == [status.HTTP_400_BAD_REQUEST] * LOGIN_RATE
+    assert set(guesses[LOGIN_RATE:]) == {status.HTTP_429_TOO_MANY_REQUESTS}
+    # The same account's login bucket is spent: logging in with the right password waits too.
+    assert_throttled(login(user.username, TEST_PASSWORD, peer="198.51.100.20"))
