@@ -53,7 +53,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # Outermost: counts and times every answer, including those of the middleware below.
+    # Outside everything else: no answer to HEAD carries a body (gunicorn would send it).
+    "config.middleware.HeadWithoutBodyMiddleware",
+    # Counts and times every answer, including those of the middleware below.
     "config.metrics.MetricsMiddleware",
     "config.middleware.RequestIdMiddleware",
     # The security line of every 401, 403 and 429, whichever layer answers.

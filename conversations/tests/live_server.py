@@ -7,7 +7,8 @@ a SQLite file, or a fresh PostgreSQL database when the test process runs against
 (``scripts/with-postgres``). pytest-django's test database is never involved.
 
 ``start_gunicorn`` starts it as the Dockerfile does instead (gunicorn, several workers and
-threads, serving as ``DATABASE_APP_URL``'s role when one is given), and ``PostgresCluster``
+threads, serving as ``DATABASE_APP_URL``'s role when one is given), ``start_nginx`` puts
+Debian's nginx in front of it with the deployment's configuration, and ``PostgresCluster``
 stops and restarts the throwaway cluster of ``scripts/with-postgres``, for the tests of races
 and outages.
 """
@@ -16,9 +17,11 @@ import contextlib
 import os
 import secrets
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -251,6 +254,66 @@ def start_gunicorn(
     )
 
 
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+NGINX_SITE_TEMPLATE = PROJECT_DIR / "deploy" / "nginx" / "default.conf.template"
+# nginx.conf of the nginx image, cut to what a foreground nginx of the tests needs: everything
+# in its own directory, the deployment's server as the image includes it.
+NGINX_MAIN_CONF = """\
+daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log stderr notice;
+{user}
+events {{ worker_connections 1024; }}
+http {{
+    default_type application/octet-stream;
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    include {dir}/default.conf;
+}}
+"""
+
+
+def nginx_site(upstream: str, listen: str) -> str:
+    """deploy/nginx/default.conf.template with the values the nginx image's envsubst puts in."""
+    site = NGINX_SITE_TEMPLATE.read_text()
+    return site.replace("${APP_UPSTREAM}", upstream).replace("${NGINX_LISTEN}", listen)
+
+
+@contextlib.contextmanager
+def nginx_in_front_of(app: LiveServer) -> Iterator[LiveServer]:
+    """Debian's nginx on a free loopback port, configured by deploy/nginx, in front of ``app``;
+    yields it once /healthz answers through it, and stops it afterwards.
+
+    Not under pytest's tmp_path: as root nginx's workers drop to ``nobody``, which must reach
+    their temporary directories, and pytest's directories are closed to other users."""
+    workdir = Path(tempfile.mkdtemp(prefix="nginx-"))
+    workdir.chmod(0o755)
+    as_root = os.getuid() == 0
+    main_conf = NGINX_MAIN_CONF.format(dir=workdir, user="user nobody nogroup;" if as_root else "")
+    (workdir / "nginx.conf").write_text(main_conf)
+    upstream = urlsplit(app.url).netloc
+
+    def command(port: int) -> list[str]:
+        (workdir / "default.conf").write_text(nginx_site(upstream, f"127.0.0.1:{port}"))
+        return [NGINX, "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-e", "stderr"]
+
+    try:
+        proxy = _serve(
+            workdir, dict(os.environ), command, name="nginx", port_in_use="Address already in use", attempts=3
+        )
+        try:
+            yield proxy
+        finally:
+            stop_server(proxy)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 @dataclass
 class ServedDatabase:
     server: LiveServer
@@ -272,6 +335,21 @@ def gunicorn_on_own_database(workdir: Path, **options: Any) -> Iterator[ServedDa
             yield ServedDatabase(server, database_url, str(role))
         finally:
             stop_server(server)
+
+
+@contextlib.contextmanager
+def gunicorn_on_this_runs_database(workdir: Path, **options: Any) -> Iterator[LiveServer]:
+    """``start_gunicorn`` (with ``options``) on a database of its own: a new one on the test
+    run's PostgreSQL server when the run has one, else a SQLite file; stopped afterwards."""
+    if is_postgres_url(os.environ.get("DATABASE_URL")):
+        with gunicorn_on_own_database(workdir, **options) as served:
+            yield served.server
+        return
+    server = start_gunicorn(workdir, f"sqlite:///{workdir / 'db.sqlite3'}", **options)
+    try:
+        yield server
+    finally:
+        stop_server(server)
 
 
 @dataclass
