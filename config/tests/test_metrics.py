@@ -113,8 +113,9 @@ def test_behind_a_trusted_proxy_the_client_it_names_is_judged_not_the_loopback_p
     """A proxy on the same host is a loopback peer for every client it forwards."""
     settings.API_TRUSTED_PROXIES = 1
 
-    outsider = client.get(reverse("metrics"), REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR=OUTSIDER)
-    local = client.get(reverse("metrics"), REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR=f"{OUTSIDER}, 127.0.0.1")
+    through_proxy = {"REMOTE_ADDR": "127.0.0.1"}
+    outsider = client.get(reverse("metrics"), HTTP_X_FORWARDED_FOR=OUTSIDER, **through_proxy)
+    local = client.get(reverse("metrics"), HTTP_X_FORWARDED_FOR=f"{OUTSIDER}, 127.0.0.1", **through_proxy)
 
     assert outsider.status_code == HTTPStatus.FORBIDDEN
     assert local.status_code == HTTPStatus.OK

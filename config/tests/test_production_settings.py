@@ -113,7 +113,7 @@ def test_production_refuses_to_start(production_env, change, naming):
     ],
     ids=["loopback without proxies", "loopback behind a trusted proxy", "default"],
 )
-def test_check_deploy_warns_when_metrics_trust_loopback_without_trusted_proxies(production_env, change, warned):
+def test_check_deploy_warns_of_metrics_trusting_loopback_without_proxies(production_env, change, warned):
     result = manage({**production_env, **change}, "check", "--deploy", "--fail-level", "WARNING")
 
     assert (result.returncode != 0) == warned, result.stdout + result.stderr

@@ -19,11 +19,17 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from conversations.tests.live_server import NGINX, LiveServer, gunicorn_on_this_runs_database, nginx_in_front_of
+from conversations.tests.live_server import (
+    NGINX,
+    LiveServer,
+    gunicorn_on_this_runs_database,
+    nginx_in_front_of,
+)
 
 pytestmark = pytest.mark.skipif(
     not Path(NGINX).is_file(),
-    reason="Debian's nginx is not installed (apt-get install nginx-light; `make test` runs e2e/install-tools)",
+    reason="Debian's nginx is not installed "
+    "(apt-get install nginx-light; `make test` runs e2e/install-tools)",
 )
 
 SLOW_CLIENTS = 50
@@ -63,7 +69,8 @@ def address(server: LiveServer) -> tuple[str, int]:
 
 
 def raw_request(method: str, path: str, headers: dict[str, str] | None = None) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    fields = [f"{name}: {value}" for name, value in (headers or {}).items()]
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", *fields]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -136,7 +143,8 @@ def test_through_nginx_healthz_answers_within_a_second_while_50_slow_clients_are
     with slow_clients(proxy):
         took = healthz_seconds(proxy)
 
-    assert took is not None and took < 1.0, proxy.log_tail()
+    assert took is not None, proxy.log_tail()
+    assert took < 1.0
 
 
 def test_without_nginx_the_same_slow_clients_stall_gunicorn(app):
@@ -197,7 +205,9 @@ def access_token(app) -> str:
         ("/api/v1/no-such-endpoint/", False, 404),
     ],
 )
-def test_head_answers_end_with_their_headers_and_keep_the_gets_length(app, access_token, path, authenticated, status):
+def test_head_answers_end_at_their_headers_and_keep_the_gets_length(
+    app, access_token, path, authenticated, status
+):
     headers = {"Authorization": f"Bearer {access_token}"} if authenticated else {}
 
     head, rest = head_then_get(app, path, headers)
@@ -232,7 +242,7 @@ def test_nginx_does_not_serve_metrics_even_with_the_token(proxy, path):
         ("203.0.113.9", METRICS_TOKEN, 200),
     ],
 )
-def test_the_app_judges_the_client_the_proxy_names_and_never_loopback_alone(app, forwarded_for, token, status):
+def test_the_app_judges_the_client_the_proxy_names_never_loopback_alone(app, forwarded_for, token, status):
     headers = {}
     if forwarded_for:
         headers["X-Forwarded-For"] = forwarded_for
