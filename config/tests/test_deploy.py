@@ -4,7 +4,8 @@ start script and gunicorn settings; settings that come from the deployment's env
 No container engine runs here: ``docker-compose config`` (Debian's docker-compose) parses,
 interpolates and validates the file without one. The running stack's pieces are exercised
 elsewhere: gunicorn's gthread workers on ``config.wsgi`` with these gunicorn settings by the
-end-to-end test (e2e/), the serving role by the PostgreSQL runs.
+end-to-end test (e2e/), nginx with deploy/nginx's template in front of them by
+config/tests/test_proxy.py, the serving role by the PostgreSQL runs.
 """
 
 import json
