@@ -22,6 +22,7 @@ import requests
 from conversations.tests.live_server import (
     NGINX,
     LiveServer,
+    free_port,
     gunicorn_on_this_runs_database,
     nginx_in_front_of,
 )
@@ -59,7 +60,7 @@ def app(tmp_path_factory) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def proxy(app) -> Iterator[LiveServer]:
-    with nginx_in_front_of(app) as nginx:
+    with nginx_in_front_of(app.url) as nginx:
         yield nginx
 
 
@@ -294,6 +295,14 @@ def test_an_over_large_body_is_a_json_413(proxy):
     response = requests.post(f"{proxy.url}/api/v1/auth/token/", data=b"x" * (1024 * 1024 + 1), timeout=5)
 
     assert_json_refusal(response, 413)
+
+
+def test_an_app_that_does_not_answer_is_a_json_502():
+    with nginx_in_front_of(f"http://127.0.0.1:{free_port()}", ready_status=502) as nginx:
+        response = requests.get(f"{nginx.url}/api/v1/auth/me/", timeout=5)
+
+    assert_json_refusal(response, 502)
+    assert response.json() == {"detail": "The service is unavailable."}
 
 
 def test_what_nginx_lets_through_gunicorn_accepts(proxy):

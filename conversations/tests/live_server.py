@@ -125,7 +125,7 @@ def server_env(database_url: str, *, app_database_url: str | None = None) -> dic
     return env
 
 
-def _wait_until_ready(server: LiveServer, name: str = "runserver") -> None:
+def _wait_until_ready(server: LiveServer, name: str = "runserver", ready_status: int = 200) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -134,13 +134,13 @@ def _wait_until_ready(server: LiveServer, name: str = "runserver") -> None:
                 f"{server.log_tail()}"
             )
         try:
-            if requests.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+            if requests.get(f"{server.url}/healthz", timeout=1).status_code == ready_status:
                 return
         except requests.RequestException:
             pass
         time.sleep(0.1)
     raise RuntimeError(
-        f"{name} did not answer GET /healthz with 200 within {READY_TIMEOUT_SECONDS:.0f} s:\n"
+        f"{name} did not answer GET /healthz with {ready_status} within {READY_TIMEOUT_SECONDS:.0f} s:\n"
         f"{server.log_tail()}"
     )
 
@@ -180,6 +180,7 @@ def _serve(
     name: str,
     port_in_use: str,
     attempts: int,
+    ready_status: int = 200,
 ) -> LiveServer:
     """Run ``command(port)`` on a free loopback port until it answers /healthz. The port is
     chosen before the server binds it, so a port taken in between (the server's output
@@ -193,7 +194,7 @@ def _serve(
             )
         server = LiveServer(url=f"http://127.0.0.1:{port}", log_path=log_path, process=process, env=env)
         try:
-            _wait_until_ready(server, name)
+            _wait_until_ready(server, name, ready_status)
         except RuntimeError:
             stop_server(server)
             if attempt < attempts and port_in_use in server.log():
@@ -285,9 +286,10 @@ def nginx_site(upstream: str, listen: str) -> str:
 
 
 @contextlib.contextmanager
-def nginx_in_front_of(app: LiveServer) -> Iterator[LiveServer]:
-    """Debian's nginx on a free loopback port, configured by deploy/nginx, in front of ``app``;
-    yields it once /healthz answers through it, and stops it afterwards.
+def nginx_in_front_of(app_url: str, *, ready_status: int = 200) -> Iterator[LiveServer]:
+    """Debian's nginx on a free loopback port, configured by deploy/nginx, in front of the
+    server at ``app_url``; yields it once /healthz answers ``ready_status`` through it (nginx's
+    502 when nothing listens there), and stops it afterwards.
 
     Not under pytest's tmp_path: as root nginx's workers drop to ``nobody``, which must reach
     their temporary directories, and pytest's directories are closed to other users."""
@@ -296,7 +298,7 @@ def nginx_in_front_of(app: LiveServer) -> Iterator[LiveServer]:
     as_root = os.getuid() == 0
     main_conf = NGINX_MAIN_CONF.format(dir=workdir, user="user nobody nogroup;" if as_root else "")
     (workdir / "nginx.conf").write_text(main_conf)
-    upstream = urlsplit(app.url).netloc
+    upstream = urlsplit(app_url).netloc
 
     def command(port: int) -> list[str]:
         (workdir / "default.conf").write_text(nginx_site(upstream, f"127.0.0.1:{port}"))
@@ -304,7 +306,13 @@ def nginx_in_front_of(app: LiveServer) -> Iterator[LiveServer]:
 
     try:
         proxy = _serve(
-            workdir, dict(os.environ), command, name="nginx", port_in_use="Address already in use", attempts=3
+            workdir,
+            dict(os.environ),
+            command,
+            name="nginx",
+            port_in_use="Address already in use",
+            attempts=3,
+            ready_status=ready_status,
         )
         try:
             yield proxy
