@@ -14,7 +14,7 @@ class OperationsConfig(AppConfig):
         from django.db.backends.signals import connection_created
         from django.db.models.signals import post_save
 
-        from config import audit, metrics
+        from config import audit, checks, metrics  # noqa: F401 (checks registers itself)
         from conversations.models import Message
 
         connection_created.connect(

@@ -3,7 +3,7 @@
 What is measured, and where:
 
 - HTTP requests: count and latency per method, view (URL name) and status, by
-  ``MetricsMiddleware``, the outermost middleware.
+  ``MetricsMiddleware``, outside all but ``HeadWithoutBodyMiddleware``.
 - Database queries: count, errors and duration per database alias, by an execute wrapper
   that ``instrument_connection`` puts on every connection Django opens.
 - Connection pool (PostgreSQL): open, idle and maximum connections and waiting requests
@@ -17,10 +17,12 @@ worker writes its samples to files there and a scrape of any worker adds them al
 ``deploy/gunicorn.conf.py`` empties the directory at start and marks dead workers.
 Unset, the process's own registry is served (runserver, tests).
 
-Who may scrape: loopback clients (unless ``METRICS_ALLOW_LOOPBACK`` is off), clients from
-``METRICS_ALLOWED_NETWORKS`` (CIDR list), and requests with
-``Authorization: Bearer <METRICS_TOKEN>``; anyone else gets 403. The client address is the
-connection's peer (REMOTE_ADDR); X-Forwarded-For is not read here.
+Who may scrape: loopback clients (when ``METRICS_ALLOW_LOOPBACK`` is on: by default, not in
+production), clients from ``METRICS_ALLOWED_NETWORKS`` (CIDR list), and requests with
+``Authorization: Bearer <METRICS_TOKEN>``; anyone else gets 403. The client is judged by
+``config.client.client_address``: the peer, or behind ``API_TRUSTED_PROXIES`` proxies the
+client they name. Behind a proxy on the same host every peer is loopback, so the peer alone
+would let every outside client in.
 """
 
 import hmac
@@ -48,6 +50,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from config.client import client_address
 
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -186,7 +190,7 @@ def scrape_allowed(request: HttpRequest) -> bool:
         if scheme.lower() == "bearer" and hmac.compare_digest(sent.strip().encode(), token.encode()):
             return True
     try:
-        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+        address = ipaddress.ip_address(client_address(request))
     except ValueError:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

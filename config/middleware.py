@@ -1,4 +1,5 @@
-"""The outer layers of every request: its id, the check of its Host, JSON errors under /api/."""
+"""The outermost layers of every request: no body for HEAD, its id, the check of its Host, JSON
+errors under /api/."""
 
 import logging
 import re
@@ -11,7 +12,8 @@ from django.conf import settings
 from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.core.handlers.wsgi import WSGIRequest
 from django.core.signals import got_request_exception
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 
 from config import errors
 
@@ -27,6 +29,28 @@ def request_id_for(request: HttpRequest) -> str:
     """The caller's own request id when it is sane, else a new one."""
     sent = request.headers.get(REQUEST_ID_HEADER, "")
     return sent if VALID_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+
+
+class HeadWithoutBodyMiddleware:
+    """Answers HEAD with the GET's status and headers (Content-Length included) and no body.
+
+    Django's views answer HEAD as GET, and only runserver and the test client drop the body;
+    gunicorn sends it, and on a kept-alive connection those bytes become the start of the
+    next answer. Outermost, so that every answer, whichever layer made it, is covered.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        response = self.get_response(request)
+        if request.method == "HEAD":
+            if isinstance(response, StreamingHttpResponse):
+                # The original iterator stays among the response's closers.
+                response.streaming_content = []
+            elif isinstance(response, HttpResponse):
+                response.content = b""
+        return response
 
 
 class RequestIdMiddleware:

@@ -42,6 +42,12 @@ graceful_timeout = 20
 keepalive = 5
 # Only these peers' X-Forwarded-For / X-Forwarded-Proto are believed (a reverse proxy's).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# nginx (deploy/nginx) refuses longer request lines and header fields than these, in JSON,
+# so that gunicorn's own HTML refusals are never what a client sees: the line at its maximum,
+# each field twice nginx's 4 KiB buffer, more fields than fit in nginx's header buffers.
+limit_request_line = 8190
+limit_request_field_size = 8190
+limit_request_fields = 8192
 accesslog = "-"
 errorlog = "-"
 

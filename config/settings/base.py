@@ -60,7 +60,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # Outermost: counts and times every answer, including those of the middleware below.
+    # Outside everything else: no answer to HEAD carries a body (gunicorn would send it).
+    "config.middleware.HeadWithoutBodyMiddleware",
+    # Counts and times every answer, including those of the middleware below.
     "config.metrics.MetricsMiddleware",
     "config.middleware.RequestIdMiddleware",
     # Before anything that reads the host: Django's own refusal, with DEBUG on, is its debug page.

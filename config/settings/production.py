@@ -13,6 +13,10 @@ header and value the proxy sets on HTTPS requests (``X-Forwarded-Proto,https``; 
 proxy always sets or strips that header), or switch the redirect off with
 DJANGO_SECURE_SSL_REDIRECT=false when the proxy redirects plain HTTP itself. The probes and
 /metrics are never redirected: orchestrators and scrapers call them over plain HTTP.
+
+/metrics does not trust loopback unless METRICS_ALLOW_LOOPBACK says so: behind a proxy on the
+same host every client is loopback. Scrapers use METRICS_ALLOWED_NETWORKS or METRICS_TOKEN;
+``check --deploy`` warns when loopback is trusted without API_TRUSTED_PROXIES (config/checks.py).
 """
 
 import os
@@ -24,6 +28,7 @@ from django.core.exceptions import ImproperlyConfigured
 # refused below. Set before base is read: base derives the browsable API and the session
 # login from DEBUG.
 os.environ.setdefault("DJANGO_DEBUG", "false")
+os.environ.setdefault("METRICS_ALLOW_LOOPBACK", "false")
 
 from .base import *  # noqa: E402, F403
 from .base import JWT_EXTERNAL, SECRET_KEY, SIMPLE_JWT, env  # noqa: E402

@@ -4,11 +4,13 @@ start script and gunicorn settings; settings that come from the deployment's env
 No container engine runs here: ``docker-compose config`` (Debian's docker-compose) parses,
 interpolates and validates the file without one. The running stack's pieces are exercised
 elsewhere: gunicorn's gthread workers on ``config.wsgi`` with these gunicorn settings by the
-end-to-end test (e2e/), the serving role by the PostgreSQL runs.
+end-to-end test (e2e/), nginx with deploy/nginx's template in front of them by
+config/tests/test_proxy.py, the serving role by the PostgreSQL runs.
 """
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -70,9 +72,32 @@ def compose() -> dict:
 def test_compose_file_validates_and_runs_postgres_redis_and_the_app(compose):
     services = compose["services"]
 
-    assert set(services) == {"db", "redis", "app"}
+    assert set(services) == {"db", "redis", "app", "nginx"}
     assert services["db"]["image"] == "postgres:15"
     assert services["redis"]["image"].startswith("redis:7")
+    assert services["nginx"]["image"].startswith("nginx:")
+
+
+@needs_compose
+def test_only_nginx_is_published_and_the_app_trusts_it_as_its_one_proxy(compose):
+    services = compose["services"]
+
+    assert [service for service, config in services.items() if config.get("ports")] == ["nginx"]
+    assert services["nginx"]["ports"] == [{"published": 8000, "target": 8080}]
+    assert services["nginx"]["depends_on"] == {"app": {"condition": "service_healthy"}}
+    assert services["app"]["environment"]["API_TRUSTED_PROXIES"] == "1"
+
+
+@needs_compose
+def test_nginx_runs_the_template_the_tests_run_with_every_variable_set(compose):
+    """The nginx image's entrypoint substitutes only variables it has: one left unset would
+    reach nginx as ``${…}``."""
+    nginx = compose["services"]["nginx"]
+    template = PROJECT_DIR / "deploy" / "nginx" / "default.conf.template"
+
+    assert f"{template}:/etc/nginx/templates/default.conf.template:ro" in nginx["volumes"]
+    assert set(re.findall(r"\$\{(\w+)\}", template.read_text())) == set(nginx["environment"])
+    assert nginx["environment"] == {"APP_UPSTREAM": "app:8000", "NGINX_LISTEN": "8080"}
 
 
 @needs_compose

@@ -109,6 +109,18 @@ def test_a_forwarded_loopback_address_does_not_let_an_outsider_in(client):
     assert response.status_code == HTTPStatus.FORBIDDEN
 
 
+def test_behind_a_trusted_proxy_the_client_it_names_is_judged_not_the_loopback_peer(client, settings):
+    """A proxy on the same host is a loopback peer for every client it forwards."""
+    settings.API_TRUSTED_PROXIES = 1
+
+    through_proxy = {"REMOTE_ADDR": "127.0.0.1"}
+    outsider = client.get(reverse("metrics"), HTTP_X_FORWARDED_FOR=OUTSIDER, **through_proxy)
+    local = client.get(reverse("metrics"), HTTP_X_FORWARDED_FOR=f"{OUTSIDER}, 127.0.0.1", **through_proxy)
+
+    assert outsider.status_code == HTTPStatus.FORBIDDEN
+    assert local.status_code == HTTPStatus.OK
+
+
 def test_configured_networks_may_scrape(client, settings):
     settings.METRICS_ALLOWED_NETWORKS = ["198.51.100.0/24", "203.0.113.0/28", "2001:db8::/32"]
 

@@ -129,6 +129,22 @@ def test_production_refuses_to_start(production_env, change, naming):
     assert_refuses_to_start(manage(env, "check", "--deploy"), naming=naming)
 
 
+@pytest.mark.parametrize(
+    ("change", "warned"),
+    [
+        ({"METRICS_ALLOW_LOOPBACK": "true"}, True),
+        ({"METRICS_ALLOW_LOOPBACK": "true", "API_TRUSTED_PROXIES": "1"}, False),
+        ({"API_TRUSTED_PROXIES": "1"}, False),
+    ],
+    ids=["loopback without proxies", "loopback behind a trusted proxy", "default"],
+)
+def test_check_deploy_warns_of_metrics_trusting_loopback_without_proxies(production_env, change, warned):
+    result = manage({**production_env, **change}, "check", "--deploy", "--fail-level", "WARNING")
+
+    assert (result.returncode != 0) == warned, result.stdout + result.stderr
+    assert ("operations.W001" in result.stdout + result.stderr) == warned
+
+
 PROBE = """
 import json
 import django
@@ -146,7 +162,9 @@ print(json.dumps({
     "proxy_ssl_header": settings.SECURE_PROXY_SSL_HEADER,
     "plain_api": [plain_api.status_code, plain_api.get("Location")],
     "plain_healthz": client.get("/healthz").status_code,
-    "plain_metrics": client.get("/metrics").status_code,
+    "metrics_loopback": settings.METRICS_ALLOW_LOOPBACK,
+    "plain_metrics": client.get("/metrics", headers={"Authorization": "Bearer probe-token"}).status_code,
+    "loopback_metrics": client.get("/metrics").status_code,
     "forwarded_https_api": client.get("/api/v1/auth/me/", headers={"X-Forwarded-Proto": "https"}).status_code,
     "https_api": client.get("/api/v1/auth/me/", secure=True).status_code,
     "hsts": client.get("/healthz", secure=True).get("Strict-Transport-Security"),
@@ -156,7 +174,7 @@ print(json.dumps({
 
 
 def probe(env: dict[str, str]) -> dict:
-    result = run({**env, "DJANGO_ALLOWED_HOSTS": "testserver"}, "-c", PROBE)
+    result = run({**env, "DJANGO_ALLOWED_HOSTS": "testserver", "METRICS_TOKEN": "probe-token"}, "-c", PROBE)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -171,6 +189,9 @@ def test_production_serves_api_over_https_only_but_probes_and_metrics_over_plain
     assert answers["plain_api"] == [301, "https://testserver/api/v1/auth/me/"]
     assert answers["plain_healthz"] == 200
     assert answers["plain_metrics"] == 200
+    # Behind a proxy on the same host every client is loopback: production does not trust it.
+    assert answers["metrics_loopback"] is False
+    assert answers["loopback_metrics"] == 403
     assert answers["https_api"] == 401
     assert answers["hsts"] == "max-age=31536000; includeSubDomains; preload"
     assert answers["nosniff"] == "nosniff"

@@ -8,7 +8,8 @@ a SQLite file, or a fresh PostgreSQL database when the test process runs against
 (``scripts/with-postgres``). pytest-django's test database is never involved.
 
 ``start_gunicorn`` starts it as the Dockerfile does instead (gunicorn, several workers and
-threads, serving as ``DATABASE_APP_URL``'s role when one is given), and ``PostgresCluster``
+threads, serving as ``DATABASE_APP_URL``'s role when one is given), ``start_nginx`` puts
+Debian's nginx in front of it with the deployment's configuration, and ``PostgresCluster``
 stops and restarts the throwaway cluster of ``scripts/with-postgres``, for the tests of races
 and outages.
 """
@@ -17,9 +18,11 @@ import contextlib
 import os
 import secrets
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -124,7 +127,7 @@ def server_env(database_url: str, *, app_database_url: str | None = None) -> dic
     return env
 
 
-def _wait_until_ready(server: LiveServer, name: str = "runserver") -> None:
+def _wait_until_ready(server: LiveServer, name: str = "runserver", ready_status: int = 200) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -133,13 +136,13 @@ def _wait_until_ready(server: LiveServer, name: str = "runserver") -> None:
                 f"{server.log_tail()}"
             )
         try:
-            if requests.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+            if requests.get(f"{server.url}/healthz", timeout=1).status_code == ready_status:
                 return
         except requests.RequestException:
             pass
         time.sleep(0.1)
     raise RuntimeError(
-        f"{name} did not answer GET /healthz with 200 within {READY_TIMEOUT_SECONDS:.0f} s:\n"
+        f"{name} did not answer GET /healthz with {ready_status} within {READY_TIMEOUT_SECONDS:.0f} s:\n"
         f"{server.log_tail()}"
     )
 
@@ -179,6 +182,7 @@ def _serve(
     name: str,
     port_in_use: str,
     attempts: int,
+    ready_status: int = 200,
 ) -> LiveServer:
     """Run ``command(port)`` on a free loopback port until it answers /healthz. The port is
     chosen before the server binds it, so a port taken in between (the server's output
@@ -192,7 +196,7 @@ def _serve(
             )
         server = LiveServer(url=f"http://127.0.0.1:{port}", log_path=log_path, process=process, env=env)
         try:
-            _wait_until_ready(server, name)
+            _wait_until_ready(server, name, ready_status)
         except RuntimeError:
             stop_server(server)
             if attempt < attempts and port_in_use in server.log():
@@ -266,6 +270,73 @@ def start_gunicorn(
     )
 
 
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+NGINX_SITE_TEMPLATE = PROJECT_DIR / "deploy" / "nginx" / "default.conf.template"
+# nginx.conf of the nginx image, cut to what a foreground nginx of the tests needs: everything
+# in its own directory, the deployment's server as the image includes it.
+NGINX_MAIN_CONF = """\
+daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log stderr notice;
+{user}
+events {{ worker_connections 1024; }}
+http {{
+    default_type application/octet-stream;
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    include {dir}/default.conf;
+}}
+"""
+
+
+def nginx_site(upstream: str, listen: str) -> str:
+    """deploy/nginx/default.conf.template with the values the nginx image's envsubst puts in."""
+    site = NGINX_SITE_TEMPLATE.read_text()
+    return site.replace("${APP_UPSTREAM}", upstream).replace("${NGINX_LISTEN}", listen)
+
+
+@contextlib.contextmanager
+def nginx_in_front_of(app_url: str, *, ready_status: int = 200) -> Iterator[LiveServer]:
+    """Debian's nginx on a free loopback port, configured by deploy/nginx, in front of the
+    server at ``app_url``; yields it once /healthz answers ``ready_status`` through it (nginx's
+    502 when nothing listens there), and stops it afterwards.
+
+    Not under pytest's tmp_path: as root nginx's workers drop to ``nobody``, which must reach
+    their temporary directories, and pytest's directories are closed to other users."""
+    workdir = Path(tempfile.mkdtemp(prefix="nginx-"))
+    workdir.chmod(0o755)
+    as_root = os.getuid() == 0
+    main_conf = NGINX_MAIN_CONF.format(dir=workdir, user="user nobody nogroup;" if as_root else "")
+    (workdir / "nginx.conf").write_text(main_conf)
+    upstream = urlsplit(app_url).netloc
+
+    def command(port: int) -> list[str]:
+        (workdir / "default.conf").write_text(nginx_site(upstream, f"127.0.0.1:{port}"))
+        return [NGINX, "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-e", "stderr"]
+
+    try:
+        proxy = _serve(
+            workdir,
+            dict(os.environ),
+            command,
+            name="nginx",
+            port_in_use="Address already in use",
+            attempts=3,
+            ready_status=ready_status,
+        )
+        try:
+            yield proxy
+        finally:
+            stop_server(proxy)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 @dataclass
 class ServedDatabase:
     server: LiveServer
@@ -287,6 +358,21 @@ def gunicorn_on_own_database(workdir: Path, **options: Any) -> Iterator[ServedDa
             yield ServedDatabase(server, database_url, str(role))
         finally:
             stop_server(server)
+
+
+@contextlib.contextmanager
+def gunicorn_on_this_runs_database(workdir: Path, **options: Any) -> Iterator[LiveServer]:
+    """``start_gunicorn`` (with ``options``) on a database of its own: a new one on the test
+    run's PostgreSQL server when the run has one, else a SQLite file; stopped afterwards."""
+    if is_postgres_url(os.environ.get("DATABASE_URL")):
+        with gunicorn_on_own_database(workdir, **options) as served:
+            yield served.server
+        return
+    server = start_gunicorn(workdir, f"sqlite:///{workdir / 'db.sqlite3'}", **options)
+    try:
+        yield server
+    finally:
+        stop_server(server)
 
 
 @dataclass
