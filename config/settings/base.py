@@ -219,6 +219,8 @@ REST_FRAMEWORK = {
     # The contract's timestamps: UTC, always with microseconds.
     "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%S.%fZ",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    # No ?format= renderer switch: the history's `format` names a model API, not a renderer.
+    "URL_FORMAT_OVERRIDE": None,
 }
 
 SIMPLE_JWT = {
