@@ -1,10 +1,13 @@
 """Keyset (cursor) pagination: each page is one index range scan, however deep.
 
 A cursor is the position of the page edge (the ordering key of its first or last row),
-signed so that clients cannot forge one; the queryset it is applied to is always the
-user's own, so no cursor, however made, reaches another user's rows.
+signed so that clients cannot forge one, and bound to the list it pages (the view's
+``cursor_scope``: which list, whose) so that it cannot be replayed on another. The queryset
+it is applied to is always the user's own, so no cursor, however made, reaches another
+user's rows.
 """
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -28,6 +31,7 @@ class CursorPayload(TypedDict):
     o: str  # the ordering it was made for
     k: list[Any]  # the key of the edge row
     r: bool  # True: the page before the edge; False: the page after it
+    s: str  # digest of the list it pages (see scope_digest)
 
 
 def _encode_key_value(value: Any) -> Any:
@@ -58,6 +62,7 @@ class KeysetPagination(BasePagination):
         self, queryset: QuerySet[Any], request: Request, view: APIView | None = None
     ) -> list[Any]:
         self.request = request
+        self.scope = scope_digest(getattr(view, "cursor_scope", ""))
         self.ordering = self._ordering(request)
         page_size = self._page_size(request)
         cursor = self._cursor(request)
@@ -148,9 +153,11 @@ class KeysetPagination(BasePagination):
             and isinstance(payload.get("r"), bool)
         ):
             raise ValidationError({self.cursor_query_param: ["Invalid cursor."]})
+        if payload.get("s") != self.scope:
+            raise ValidationError({self.cursor_query_param: ["This cursor belongs to another list."]})
         if payload.get("o") != self.ordering:
             raise ValidationError({self.cursor_query_param: ["This cursor belongs to another ordering."]})
-        return CursorPayload(o=payload["o"], k=payload["k"], r=payload["r"])
+        return CursorPayload(o=payload["o"], k=payload["k"], r=payload["r"], s=payload["s"])
 
     def _after(self, model: type[Model], fields: Sequence[str], key: list[Any]) -> Q:
         """Rows strictly after ``key`` in the order of ``fields``, as a condition whose first
@@ -187,9 +194,15 @@ class KeysetPagination(BasePagination):
     def _link(self, key: list[Any] | None, *, backwards: bool) -> str | None:
         if key is None:
             return None
-        payload: CursorPayload = {"o": self.ordering, "k": key, "r": backwards}
+        payload: CursorPayload = {"o": self.ordering, "k": key, "r": backwards, "s": self.scope}
         url = self.request.build_absolute_uri()
         return replace_query_param(url, self.cursor_query_param, signing.dumps(payload, salt=CURSOR_SALT))
+
+
+def scope_digest(scope: str) -> str:
+    """A short stand-in for what a cursor pages: the cursor is signed, so equality is all
+    that is checked, and a digest keeps ids out of the (readable) cursor and the URL short."""
+    return hashlib.blake2b(scope.encode(), digest_size=8).hexdigest()
 
 
 def _model_field(model: type[Model], name: str) -> Field[Any, Any]:
