@@ -24,6 +24,8 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
+from . import sizes
+
 CURSOR_SALT = "conversations.pagination.cursor"
 
 
@@ -65,7 +67,7 @@ class KeysetPagination(BasePagination):
         self.scope = scope_digest(getattr(view, "cursor_scope", ""))
         self.ordering = self._ordering(request)
         page_size = self._page_size(request)
-        cursor = self._cursor(request)
+        self.cursor = cursor = self._cursor(request)
         fields = self.orderings[self.ordering]
         backwards = cursor is not None and cursor["r"]
         if backwards:
@@ -77,11 +79,31 @@ class KeysetPagination(BasePagination):
         rows = rows[:page_size]
         if backwards:
             rows.reverse()
+        self.rows = rows
         self.edges = self._edges(rows, cursor, more)
         return rows
 
     def get_paginated_response(self, data: Any) -> Response:
-        return Response({"next": self.get_next_link(), "previous": self.get_previous_link(), "results": data})
+        results = self._within_answer_size(data)
+        return Response(
+            {"next": self.get_next_link(), "previous": self.get_previous_link(), "results": results}
+        )
+
+    def _within_answer_size(self, items: Sequence[Any]) -> Sequence[Any]:
+        """The serialized page cut to API_MAX_RESPONSE_BYTES: rows are dropped from the end
+        away from the cursor, and the link on that side goes on from the last row kept, so
+        a walk still returns every row once."""
+        links = 2 * len(self.request.build_absolute_uri())  # next and previous
+        budget = sizes.answer_budget(envelope=sizes.ENVELOPE_BYTES + links)
+        backwards = self.cursor is not None and self.cursor["r"]
+        kept = sizes.leading_items_within(items[::-1] if backwards else items, budget)
+        if kept == len(items):
+            return items
+        if backwards:
+            self.edges = (self._key(self.rows[-kept]), self.edges[1])
+            return items[-kept:]
+        self.edges = (self.edges[0], self._key(self.rows[kept - 1]))
+        return items[:kept]
 
     def get_next_link(self) -> str | None:
         return self._link(self.edges[1], backwards=False)
@@ -182,14 +204,17 @@ class KeysetPagination(BasePagination):
     ) -> tuple[list[Any] | None, list[Any] | None]:
         """The keys to link from: (before the first row, after the last row), or None for
         no link. Coming from a cursor, the way back is always open."""
-        fields = [field.lstrip("-") for field in self.orderings[self.ordering]]
-        first = [_encode_key_value(getattr(rows[0], f)) for f in fields] if rows else None
-        last = [_encode_key_value(getattr(rows[-1], f)) for f in fields] if rows else None
+        first = self._key(rows[0]) if rows else None
+        last = self._key(rows[-1]) if rows else None
         if cursor is None:
             return None, last if more else None
         if cursor["r"]:
             return (first if more else None), (last or cursor["k"])
         return (first or cursor["k"]), (last if more else None)
+
+    def _key(self, row: Any) -> list[Any]:
+        """The row's position in the ordering, as a cursor holds it."""
+        return [_encode_key_value(getattr(row, field.lstrip("-"))) for field in self.orderings[self.ordering]]
 
     def _link(self, key: list[Any] | None, *, backwards: bool) -> str | None:
         if key is None:

@@ -19,7 +19,7 @@ from django.db.models import QuerySet
 from accounts.models import User
 from config import audit
 
-from . import sql
+from . import sizes, sql
 from .models import Conversation, Message
 from .rls import user_scope
 
@@ -123,12 +123,11 @@ def history_window(*, user: User, conversation_id: uuid.UUID | str, limit: int) 
             cursor.execute(_history_sql(connection.alias), params)
             rows = cursor.fetchall()
         ensure_conversation(user=user, conversation_id=conversation_id, found_rows=bool(rows))
-    last_seq = rows[0][0] if rows else 0
-    rows.reverse()
-    return HistoryWindow(
-        messages=[_chat_message(role, content, tool_calls) for _, role, content, tool_calls in rows],
-        last_seq=last_seq,
-    )
+    newest_first = [_chat_message(role, content, tool_calls) for _, role, content, tool_calls in rows]
+    # API_MAX_RESPONSE_BYTES: the oldest messages give way.
+    del newest_first[sizes.leading_items_within(newest_first, sizes.answer_budget()) :]
+    newest_first.reverse()
+    return HistoryWindow(messages=newest_first, last_seq=rows[0][0] if rows else 0)
 
 
 @functools.cache

@@ -169,6 +169,9 @@ WHITENOISE_USE_FINDERS = True
 # Largest request body accepted; larger ones get 413 before they are read.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+# Largest answer body: a list page ends early (its next link goes on from there), a history
+# window drops its oldest messages (conversations/sizes.py).
+API_MAX_RESPONSE_BYTES = env.int("API_MAX_RESPONSE_BYTES", default=8 * 1024 * 1024)
 
 ALLOW_REGISTRATION = env.bool("DJANGO_ALLOW_REGISTRATION", default=True)
 
