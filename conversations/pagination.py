@@ -96,7 +96,7 @@ class KeysetPagination(BasePagination):
         links = 2 * len(self.request.build_absolute_uri())  # next and previous
         budget = sizes.answer_budget(envelope=sizes.ENVELOPE_BYTES + links)
         backwards = self.cursor is not None and self.cursor["r"]
-        kept = sizes.leading_items_within(items[::-1] if backwards else items, budget)
+        kept = len(sizes.leading_items_within(items[::-1] if backwards else items, budget))
         if kept == len(items):
             return items
         if backwards:

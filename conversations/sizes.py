@@ -7,8 +7,8 @@ budget is each item rendered to measure it exactly.
 """
 
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
 
 from django.conf import settings
 
@@ -23,24 +23,24 @@ ENVELOPE_BYTES = 4096
 
 _renderer = SafeJSONRenderer()
 
+T = TypeVar("T", bound=Mapping[str, Any])
+
 
 def rendered_size(value: Any) -> int:
     """Bytes of ``value`` as the API renders it: compact UTF-8 JSON."""
     return len(_renderer.render(value))
 
 
-def size_bound(item: Mapping[str, Any]) -> int:
-    """An upper bound of ``rendered_size(item)`` for a serialized row, from lengths: each
-    string counts its most per code point; anything else its ``json.dumps``, whose ASCII
-    escapes and spaced separators are never shorter than the compact UTF-8 rendering."""
-    total = 2
-    for key, value in item.items():
-        total += len(key) + 4  # its quotes, the colon and a comma
-        if isinstance(value, str):
-            total += 2 + CODE_POINT_MAX_BYTES * len(value)
-        else:
-            total += len(json.dumps(value, default=str))
-    return total
+def size_bound(value: Any) -> int:
+    """An upper bound of ``rendered_size(value)`` from lengths alone, rendering nothing:
+    each code point of a string counts its most."""
+    if isinstance(value, str):
+        return 2 + CODE_POINT_MAX_BYTES * len(value)
+    if isinstance(value, Mapping):
+        return 2 + sum(size_bound(key) + 2 + size_bound(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return 2 + sum(size_bound(item) + 1 for item in value)
+    return len(json.dumps(value, default=str))  # null, a boolean or a number
 
 
 def answer_budget(*, envelope: int = ENVELOPE_BYTES) -> int:
@@ -49,16 +49,24 @@ def answer_budget(*, envelope: int = ENVELOPE_BYTES) -> int:
     return max_bytes - envelope
 
 
-def leading_items_within(items: Sequence[Mapping[str, Any]], budget: int) -> int:
-    """How many of ``items``, from the first, fit in ``budget`` bytes as members of a JSON
-    array. Never fewer than one, so that a page always moves a walk on: an item alone over
-    the budget is answered whole (content and tool calls are bounded on append, so only a
-    limit set below one message's size can be exceeded, and by that one message)."""
-    if sum(size_bound(item) + 1 for item in items) <= budget:
-        return len(items)
-    used = 0
-    for count, item in enumerate(items):
-        used += rendered_size(item) + 1  # and its comma
-        if used > budget:
-            return max(count, 1)
-    return len(items)
+def leading_items_within(items: Iterable[T], budget: int) -> list[T]:
+    """The leading ``items`` that fit in ``budget`` bytes as members of a JSON array, taken
+    from ``items`` only as far as needed (a generator's rest is never built). Never fewer
+    than one, so that a page always moves a walk on: an item alone over the budget is
+    answered whole (content and tool calls are bounded on append, so only a limit set below
+    one message's size is exceeded, and by that one message)."""
+    kept: list[T] = []
+    bound = 0
+    exact: int | None = None  # the kept items' exact size, once their bounds no longer fit
+    for item in items:
+        if exact is None:
+            bound += size_bound(item) + 1  # and its comma
+            if bound <= budget:
+                kept.append(item)
+                continue
+            exact = sum(rendered_size(earlier) + 1 for earlier in kept)
+        exact += rendered_size(item) + 1
+        if exact > budget and kept:
+            break
+        kept.append(item)
+    return kept
