@@ -6,7 +6,11 @@ import json
 from http import HTTPStatus
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
+from conversations import sizes
 from conversations.models import Conversation, Message
 from conversations.serializers import TOOL_CALLS_MAX_BYTES
 
@@ -185,3 +189,17 @@ def test_tool_calls_over_their_byte_bound_are_a_400_naming_them(auth_client, use
     assert list(refused.json()) == ["tool_calls"]
     assert accepted.status_code == HTTPStatus.CREATED
     assert Message.objects.filter(conversation=conversation).count() == 1
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(item=st.dictionaries(st.text(min_size=1, max_size=20), JSON_VALUES, min_size=1, max_size=8))
+def test_the_cheap_size_bound_is_never_below_the_rendered_size(item):
+    assert sizes.rendered_size(item) <= sizes.size_bound(item)
