@@ -64,6 +64,7 @@ class KeysetPagination(BasePagination):
         self, queryset: QuerySet[Any], request: Request, view: APIView | None = None
     ) -> list[Any]:
         self.request = request
+        self.url = request.build_absolute_uri()  # the links' base, and their length's
         self.scope = scope_digest(getattr(view, "cursor_scope", ""))
         self.ordering = self._ordering(request)
         page_size = self._page_size(request)
@@ -93,7 +94,7 @@ class KeysetPagination(BasePagination):
         """The serialized page cut to API_MAX_RESPONSE_BYTES: rows are dropped from the end
         away from the cursor, and the link on that side goes on from the last row kept, so
         a walk still returns every row once."""
-        links = 2 * len(self.request.build_absolute_uri())  # next and previous
+        links = 2 * len(self.url)  # next and previous
         budget = sizes.answer_budget(envelope=sizes.ENVELOPE_BYTES + links)
         backwards = self.cursor is not None and self.cursor["r"]
         kept = len(sizes.leading_items_within(items[::-1] if backwards else items, budget))
@@ -220,8 +221,8 @@ class KeysetPagination(BasePagination):
         if key is None:
             return None
         payload: CursorPayload = {"o": self.ordering, "k": key, "r": backwards, "s": self.scope}
-        url = self.request.build_absolute_uri()
-        return replace_query_param(url, self.cursor_query_param, signing.dumps(payload, salt=CURSOR_SALT))
+        cursor = signing.dumps(payload, salt=CURSOR_SALT)
+        return replace_query_param(self.url, self.cursor_query_param, cursor)
 
 
 def scope_digest(scope: str) -> str:
