@@ -10,7 +10,7 @@ largest message page at once, 24 times.
 The stated bound: the worker's peak resident set (``VmHWM``, reset before the reads) grows by
 less than PEAK_GROWTH_LIMIT. Each of the 4 threads holds at most one read's rows as the
 database hands them over (the page's rows, here 14 MB) and one bounded answer; measured, the
-peak grew by about 210-235 MiB on SQLite and PostgreSQL, and by 500-515 MiB before answers
+peak grew by about 185-235 MiB on SQLite and PostgreSQL, and by 500-515 MiB before answers
 were bounded (when each read also rendered the whole 14 MB, as text and as bytes).
 """
 
