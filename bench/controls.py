@@ -15,6 +15,7 @@ Also here: the ``LimitOffset`` control (``?offset=N``) and its keyset twin (``?a
 on the message list, to show what keyset pagination saves at depth.
 """
 
+import hashlib
 import json
 import uuid
 from collections.abc import Callable
@@ -198,7 +199,9 @@ def conversation_list(request: HttpRequest, *, user_id: uuid.UUID) -> HttpRespon
     next_link = None
     if len(rows) > page_size:
         edge = rows[page_size - 1]
-        payload = {"o": "-updated_at", "k": [edge[4].isoformat(), str(edge[0])], "r": False}
+        key = [edge[4].isoformat(), str(edge[0])]
+        scope = hashlib.blake2b(f"conversation:{user_id}".encode(), digest_size=8).hexdigest()
+        payload = {"o": "-updated_at", "k": key, "r": False, "s": scope}  # the service's cursor
         next_link = request.build_absolute_uri(f"?cursor={signing.dumps(payload, salt=CURSOR_SALT)}")
     return json_response({"next": next_link, "previous": None, "results": results})
 

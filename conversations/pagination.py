@@ -1,10 +1,13 @@
 """Keyset (cursor) pagination: each page is one index range scan, however deep.
 
 A cursor is the position of the page edge (the ordering key of its first or last row),
-signed so that clients cannot forge one; the queryset it is applied to is always the
-user's own, so no cursor, however made, reaches another user's rows.
+signed so that clients cannot forge one, and bound to the list it pages (the view's
+``cursor_scope``: which list, whose) so that it cannot be replayed on another. The queryset
+it is applied to is always the user's own, so no cursor, however made, reaches another
+user's rows.
 """
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -21,6 +24,8 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
+from . import sizes
+
 CURSOR_SALT = "conversations.pagination.cursor"
 
 
@@ -28,6 +33,7 @@ class CursorPayload(TypedDict):
     o: str  # the ordering it was made for
     k: list[Any]  # the key of the edge row
     r: bool  # True: the page before the edge; False: the page after it
+    s: str  # digest of the list it pages (see scope_digest)
 
 
 def _encode_key_value(value: Any) -> Any:
@@ -58,9 +64,11 @@ class KeysetPagination(BasePagination):
         self, queryset: QuerySet[Any], request: Request, view: APIView | None = None
     ) -> list[Any]:
         self.request = request
+        self.url = request.build_absolute_uri()  # the links' base, and their length's
+        self.scope = scope_digest(getattr(view, "cursor_scope", ""))
         self.ordering = self._ordering(request)
         page_size = self._page_size(request)
-        cursor = self._cursor(request)
+        self.cursor = cursor = self._cursor(request)
         fields = self.orderings[self.ordering]
         backwards = cursor is not None and cursor["r"]
         if backwards:
@@ -72,11 +80,31 @@ class KeysetPagination(BasePagination):
         rows = rows[:page_size]
         if backwards:
             rows.reverse()
+        self.rows = rows
         self.edges = self._edges(rows, cursor, more)
         return rows
 
     def get_paginated_response(self, data: Any) -> Response:
-        return Response({"next": self.get_next_link(), "previous": self.get_previous_link(), "results": data})
+        results = self._within_answer_size(data)
+        return Response(
+            {"next": self.get_next_link(), "previous": self.get_previous_link(), "results": results}
+        )
+
+    def _within_answer_size(self, items: Sequence[Any]) -> Sequence[Any]:
+        """The serialized page cut to API_MAX_RESPONSE_BYTES: rows are dropped from the end
+        away from the cursor, and the link on that side goes on from the last row kept, so
+        a walk still returns every row once."""
+        links = 2 * len(self.url)  # next and previous
+        budget = sizes.answer_budget(envelope=sizes.ENVELOPE_BYTES + links)
+        backwards = self.cursor is not None and self.cursor["r"]
+        kept = len(sizes.leading_items_within(items[::-1] if backwards else items, budget))
+        if kept == len(items):
+            return items
+        if backwards:
+            self.edges = (self._key(self.rows[-kept]), self.edges[1])
+            return items[-kept:]
+        self.edges = (self.edges[0], self._key(self.rows[kept - 1]))
+        return items[:kept]
 
     def get_next_link(self) -> str | None:
         return self._link(self.edges[1], backwards=False)
@@ -148,9 +176,11 @@ class KeysetPagination(BasePagination):
             and isinstance(payload.get("r"), bool)
         ):
             raise ValidationError({self.cursor_query_param: ["Invalid cursor."]})
+        if payload.get("s") != self.scope:
+            raise ValidationError({self.cursor_query_param: ["This cursor belongs to another list."]})
         if payload.get("o") != self.ordering:
             raise ValidationError({self.cursor_query_param: ["This cursor belongs to another ordering."]})
-        return CursorPayload(o=payload["o"], k=payload["k"], r=payload["r"])
+        return CursorPayload(o=payload["o"], k=payload["k"], r=payload["r"], s=payload["s"])
 
     def _after(self, model: type[Model], fields: Sequence[str], key: list[Any]) -> Q:
         """Rows strictly after ``key`` in the order of ``fields``, as a condition whose first
@@ -175,21 +205,30 @@ class KeysetPagination(BasePagination):
     ) -> tuple[list[Any] | None, list[Any] | None]:
         """The keys to link from: (before the first row, after the last row), or None for
         no link. Coming from a cursor, the way back is always open."""
-        fields = [field.lstrip("-") for field in self.orderings[self.ordering]]
-        first = [_encode_key_value(getattr(rows[0], f)) for f in fields] if rows else None
-        last = [_encode_key_value(getattr(rows[-1], f)) for f in fields] if rows else None
+        first = self._key(rows[0]) if rows else None
+        last = self._key(rows[-1]) if rows else None
         if cursor is None:
             return None, last if more else None
         if cursor["r"]:
             return (first if more else None), (last or cursor["k"])
         return (first or cursor["k"]), (last if more else None)
 
+    def _key(self, row: Any) -> list[Any]:
+        """The row's position in the ordering, as a cursor holds it."""
+        return [_encode_key_value(getattr(row, field.lstrip("-"))) for field in self.orderings[self.ordering]]
+
     def _link(self, key: list[Any] | None, *, backwards: bool) -> str | None:
         if key is None:
             return None
-        payload: CursorPayload = {"o": self.ordering, "k": key, "r": backwards}
-        url = self.request.build_absolute_uri()
-        return replace_query_param(url, self.cursor_query_param, signing.dumps(payload, salt=CURSOR_SALT))
+        payload: CursorPayload = {"o": self.ordering, "k": key, "r": backwards, "s": self.scope}
+        cursor = signing.dumps(payload, salt=CURSOR_SALT)
+        return replace_query_param(self.url, self.cursor_query_param, cursor)
+
+
+def scope_digest(scope: str) -> str:
+    """A short stand-in for what a cursor pages: the cursor is signed, so equality is all
+    that is checked, and a digest keeps ids out of the (readable) cursor and the URL short."""
+    return hashlib.blake2b(scope.encode(), digest_size=8).hexdigest()
 
 
 def _model_field(model: type[Model], name: str) -> Field[Any, Any]:

@@ -9,6 +9,7 @@ the whole request); the others run in one themselves.
 import functools
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +20,15 @@ from django.db.models import QuerySet
 from accounts.models import User
 from config import audit
 
-from . import sql
+from . import sizes, sql
 from .models import Conversation, Message
 from .rls import user_scope
 
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 500
+# Rows of the history taken from the database cursor at a time: a window cut short by
+# API_MAX_RESPONSE_BYTES leaves the rest unread (on SQLite, also unfetched).
+HISTORY_FETCH_ROWS = 100
 
 ChatMessage = dict[str, Any]
 
@@ -121,14 +125,22 @@ def history_window(*, user: User, conversation_id: uuid.UUID | str, limit: int) 
     with user_scope(user):
         with connection.cursor() as cursor:
             cursor.execute(_history_sql(connection.alias), params)
-            rows = cursor.fetchall()
+            rows = cursor.fetchmany(HISTORY_FETCH_ROWS)
+            last_seq = rows[0][0] if rows else 0
+            # API_MAX_RESPONSE_BYTES: the oldest messages give way, and are never decoded.
+            messages = sizes.leading_items_within(_chat_messages(rows, cursor), sizes.answer_budget())
         ensure_conversation(user=user, conversation_id=conversation_id, found_rows=bool(rows))
-    last_seq = rows[0][0] if rows else 0
-    rows.reverse()
-    return HistoryWindow(
-        messages=[_chat_message(role, content, tool_calls) for _, role, content, tool_calls in rows],
-        last_seq=last_seq,
-    )
+    messages.reverse()
+    return HistoryWindow(messages=messages, last_seq=last_seq)
+
+
+def _chat_messages(rows: list[tuple[Any, ...]], cursor: Any) -> Iterator[ChatMessage]:
+    """The history's rows as chat messages, newest first: ``rows``, then the rest of
+    ``cursor`` a batch at a time, each decoded only when it is taken."""
+    while rows:
+        for _, role, content, tool_calls in rows:
+            yield _chat_message(role, content, tool_calls)
+        rows = cursor.fetchmany(HISTORY_FETCH_ROWS) if len(rows) == HISTORY_FETCH_ROWS else []
 
 
 @functools.cache

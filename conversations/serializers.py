@@ -6,12 +6,16 @@ from typing import Any
 
 from rest_framework import serializers
 
+from . import sizes
 from .models import CONTENT_MAX_LENGTH, TITLE_MAX_LENGTH, Role
 
 TOOL_CALLS_MAX_ITEMS = 64
 TOOL_CALL_ID_MAX_LENGTH = 255
 TOOL_NAME_MAX_LENGTH = 255
 TOOL_ARGUMENTS_MAX_LENGTH = 65_536
+# All of one message's calls, as rendered (264 KiB): what one message adds to an answer is
+# bounded, and one call with every field at its limit in 4-byte characters still fits.
+TOOL_CALLS_MAX_BYTES = 4 * TOOL_ARGUMENTS_MAX_LENGTH + 8 * 1024
 
 
 class TextField(serializers.CharField):
@@ -26,6 +30,17 @@ class TextField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class MaxRenderedBytes:
+    """A JSON value of at most ``limit`` bytes as the API renders it (compact UTF-8)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def __call__(self, value: Any) -> None:
+        if sizes.rendered_size(value) > self.limit:
+            raise serializers.ValidationError(f"At most {self.limit} bytes of JSON in all.")
 
 
 class ClosedSerializer(serializers.Serializer[Any]):
@@ -57,6 +72,7 @@ class MessageCreateSerializer(serializers.Serializer[Any]):
         default=None,
         min_length=1,
         max_length=TOOL_CALLS_MAX_ITEMS,
+        validators=[MaxRenderedBytes(TOOL_CALLS_MAX_BYTES)],
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,14 @@ from rest_framework.routers import DefaultRouter
 
 from .views import ConversationViewSet, MessageViewSet
 
-router = DefaultRouter()
+
+class Router(DefaultRouter):
+    # No `<id>.json` routes: the views take no `format` argument (those paths were 500s), and
+    # this API has one representation. Unmatched, such paths get the JSON 404 of any other.
+    include_format_suffixes = False
+
+
+router = Router()
 router.register("conversations", ConversationViewSet, basename="conversation")
 router.register(
     r"conversations/(?P<conversation_pk>[^/.]+)/messages",

@@ -99,6 +99,11 @@ class OwnedViewSet(viewsets.GenericViewSet[Any]):
         assert isinstance(user, User)  # noqa: S101 (IsAuthenticated ran first)
         return user
 
+    @property
+    def cursor_scope(self) -> str:
+        """What this view's cursors page (see pagination.py): its list and the caller."""
+        return f"{self.basename}:{self.user.pk}"
+
     def get_object(self) -> Any:
         # Django's Http404 names the model; every 404 here must read the same.
         try:
@@ -242,6 +247,10 @@ class MessageViewSet(mixins.RetrieveModelMixin, OwnedViewSet):
     @property
     def conversation_id(self) -> uuid.UUID:
         return parse_id(self.kwargs["conversation_pk"])
+
+    @property
+    def cursor_scope(self) -> str:
+        return f"{self.basename}:{self.conversation_id}:{self.user.pk}"
 
     def get_queryset(self) -> QuerySet[Message]:
         if getattr(self, "swagger_fake_view", False):  # schema generation has no user

@@ -183,6 +183,9 @@ WHITENOISE_USE_FINDERS = True
 # Largest request body accepted; larger ones get 413 before they are read.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+# Largest answer body: a list page ends early (its next link goes on from there), a history
+# window drops its oldest messages (conversations/sizes.py).
+API_MAX_RESPONSE_BYTES = env.int("API_MAX_RESPONSE_BYTES", default=8 * 1024 * 1024)
 
 ALLOW_REGISTRATION = env.bool("DJANGO_ALLOW_REGISTRATION", default=True)
 
@@ -236,6 +239,8 @@ REST_FRAMEWORK = {
     # The contract's timestamps: UTC, always with microseconds.
     "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%S.%fZ",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    # No ?format= renderer switch: the history's `format` names a model API, not a renderer.
+    "URL_FORMAT_OVERRIDE": None,
 }
 
 SIMPLE_JWT = {

@@ -1,3 +1,4 @@
+import uuid
 from http import HTTPStatus
 
 import pytest
@@ -86,20 +87,60 @@ def test_conversation_pages_walk_every_conversation_once(auth_client, user, othe
         assert len(ids) == len(set(ids)) == 45
 
 
-def test_a_cursor_from_another_users_walk_shows_only_own_rows(auth_client, other_client, user, other_user):
+def cursor_of(link):
+    return link.split("cursor=")[1].split("&")[0]
+
+
+def test_a_cursor_from_another_users_walk_shows_none_of_their_rows(
+    auth_client, other_client, user, other_user
+):
     mine = ConversationFactory.create(user=user)
     bulk_messages(mine, 5)
     theirs = ConversationFactory.create(user=other_user)
     bulk_messages(theirs, 5)
     their_next = other_client.get(messages_url(theirs.pk, "page_size=2")).json()["next"]
 
-    # Their cursor on their conversation: still 404 for me.
-    assert auth_client.get(their_next).status_code == HTTPStatus.NOT_FOUND
-    # Their cursor on my conversation: a position, nothing more.
-    cursor = their_next.split("cursor=")[1].split("&")[0]
-    response = auth_client.get(messages_url(mine.pk, f"cursor={cursor}&page_size=2"))
-    assert response.status_code == HTTPStatus.OK
-    assert {m["conversation_id"] for m in response.json()["results"]} == {str(mine.pk)}
+    # Their cursor is bound to their list: refused on it, on mine and on a missing one alike,
+    # so the answer does not tell whether their conversation exists.
+    for conversation_id in (theirs.pk, mine.pk, uuid.uuid4()):
+        response = auth_client.get(
+            messages_url(conversation_id, f"cursor={cursor_of(their_next)}&page_size=2")
+        )
+        assert response.status_code == HTTPStatus.BAD_REQUEST
+        assert response.json() == {"cursor": ["This cursor belongs to another list."]}
+
+
+def test_a_cursor_from_one_conversation_is_refused_on_another_of_the_same_user(auth_client, user, other_user):
+    first, second = ConversationFactory.create_batch(2, user=user)
+    bulk_messages(first, 5)
+    bulk_messages(second, 5)
+    bulk_messages(ConversationFactory.create(user=other_user), 5)
+    for ordering in ("created_at", "-created_at"):
+        page = auth_client.get(messages_url(first.pk, f"page_size=2&ordering={ordering}")).json()
+        for link in (page["next"], auth_client.get(page["next"]).json()["previous"]):
+            response = auth_client.get(
+                messages_url(second.pk, f"cursor={cursor_of(link)}&ordering={ordering}")
+            )
+            assert response.status_code == HTTPStatus.BAD_REQUEST
+            assert "cursor" in response.json()
+            # The cursor still works where it was made.
+            assert auth_client.get(link).status_code == HTTPStatus.OK
+
+
+def test_a_message_cursor_is_refused_on_the_conversation_list_and_back(auth_client, user, other_user):
+    conversation = ConversationFactory.create(user=user)
+    bulk_messages(conversation, 5)
+    ConversationFactory.create_batch(3, user=user)
+    ConversationFactory.create_batch(3, user=other_user)
+    message_next = auth_client.get(messages_url(conversation.pk, "page_size=2")).json()["next"]
+    conversation_next = auth_client.get(list_url(page_size=2, ordering="created_at")).json()["next"]
+
+    on_list = auth_client.get(list_url(cursor=cursor_of(message_next), ordering="created_at"))
+    on_messages = auth_client.get(messages_url(conversation.pk, f"cursor={cursor_of(conversation_next)}"))
+
+    assert on_list.status_code == on_messages.status_code == HTTPStatus.BAD_REQUEST
+    assert "cursor" in on_list.json()
+    assert "cursor" in on_messages.json()
 
 
 @pytest.mark.parametrize(
