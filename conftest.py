@@ -7,8 +7,8 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import User
-from conversations import rls
 from conversations.tests.factories import UserFactory
+from core import rls
 
 
 def pytest_report_header() -> str:

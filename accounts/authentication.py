@@ -36,8 +36,8 @@ from rest_framework_simplejwt.tokens import Token
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.models import User
+from accounts.selectors import user_lookup
 from accounts.services import ExternalUserConflict, external_user_get_or_create
-from conversations.rls import user_lookup
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class JWTAuthentication(SimpleJWTAuthentication):
         return self.get_user(validated_token), validated_token
 
     def get_user(self, validated_token: Token) -> User:  # type: ignore[override]
-        """simplejwt's checks, with the user fetched by ``rls.user_lookup``: the lookup that
+        """simplejwt's checks, with the user fetched by ``accounts.selectors.user_lookup``: the lookup that
         also gives the connection the user's row-level-security identity."""
         api_settings = simplejwt_settings.api_settings
         try:

@@ -22,7 +22,7 @@ from accounts.serializers import (
     UserSerializer,
 )
 from accounts.services import refresh_token_revoke, user_password_change, user_register
-from config.throttling import LoginAddressRateThrottle, LoginUsernameRateThrottle, PasswordChangeRateThrottle
+from core.throttling import LoginAddressRateThrottle, LoginUsernameRateThrottle, PasswordChangeRateThrottle
 
 
 class RegistrationIsOpen(BasePermission):
@@ -53,7 +53,7 @@ class RegisterView(APIView):
 
 class LoginView(TokenObtainPairView):
     """simplejwt's token pair for a username and password, with the login limits on top of the
-    default throttles; they refuse before the password is hashed (config/throttling.py)."""
+    default throttles; they refuse before the password is hashed (core/throttling.py)."""
 
     def get_throttles(self) -> list[BaseThrottle]:
         return [*super().get_throttles(), LoginAddressRateThrottle(), LoginUsernameRateThrottle()]

@@ -8,7 +8,7 @@ server, so the gap between the service (S) and these views is what DRF, the ORM 
 serializers cost: F1 is the floor for this stack.
 
 Row-level security as the service does it: the user's lookup also sets ``app.user_id`` for
-the session (``conversations.rls.user_lookup``), reads then run with no transaction, and an
+the session (``accounts.selectors.user_lookup``), reads then run with no transaction, and an
 append is one transaction of an UPDATE … RETURNING and an INSERT.
 
 Also here: the ``LimitOffset`` control (``?offset=N``) and its keyset twin (``?after=SEQ``)

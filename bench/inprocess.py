@@ -7,7 +7,7 @@
 - deleting a large conversation through ``services.conversation_delete``.
 
 Once row-level security lands, in-process ORM calls must run inside
-``conversations.rls.user_scope(user)``; ``user_scope`` below uses it when the module exists
+``core.rls.user_scope(user)``; ``user_scope`` below uses it when the module exists
 and says so in the results when it does not.
 """
 
@@ -33,7 +33,7 @@ P_TABLE = "bench_langchain_message_store"
 
 def _rls_module() -> Any:
     try:
-        return importlib.import_module("conversations.rls")
+        return importlib.import_module("core.rls")
     except ImportError:
         return None
 
@@ -44,7 +44,7 @@ USER_SCOPE_AVAILABLE = RLS is not None and hasattr(RLS, "user_scope")
 
 @contextlib.contextmanager
 def user_scope(user: User) -> Iterator[None]:
-    """``conversations.rls.user_scope(user)`` when it exists, else nothing."""
+    """``core.rls.user_scope(user)`` when it exists, else nothing."""
     if USER_SCOPE_AVAILABLE:
         with RLS.user_scope(user):
             yield
@@ -204,9 +204,7 @@ def agent_comparison(*, database_url: str, user: User, conversation_id: str, rep
             "messages": len(rows),
             "p_messages": p_count,
             **_compare(calls, repeat),
-            "user_scope": "conversations.rls.user_scope"
-            if USER_SCOPE_AVAILABLE
-            else "missing (no RLS module)",
+            "user_scope": "core.rls.user_scope" if USER_SCOPE_AVAILABLE else "missing (no RLS module)",
             "database_role": connection.settings_dict.get("USER"),
         }
     return figures
@@ -226,5 +224,5 @@ def delete_conversation(*, user: User, conversation_id: str, messages: int) -> d
         "by_kind": {k: [classify(s) for s in statements].count(k) for k in ("data", "rls", "transaction")},
         "work_statements": sum(1 for s in statements if classify(s) != "transaction"),
         "sql": [s[:300] for s in statements],
-        "user_scope": "conversations.rls.user_scope" if USER_SCOPE_AVAILABLE else "missing (no RLS module)",
+        "user_scope": "core.rls.user_scope" if USER_SCOPE_AVAILABLE else "missing (no RLS module)",
     }

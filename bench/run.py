@@ -505,7 +505,7 @@ class Bench:
             append_conversation_id=append_to.id,
         )
         self.figures["rls"] = {
-            "module": "conversations.rls" if inprocess.RLS is not None else None,
+            "module": "core.rls" if inprocess.RLS is not None else None,
             "user_scope": inprocess.USER_SCOPE_AVAILABLE,
         }
 

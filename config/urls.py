@@ -2,7 +2,7 @@ from django.conf import settings
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from config import errors, health, metrics
+from core import errors, health, metrics
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),

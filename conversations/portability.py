@@ -25,9 +25,9 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 from accounts.models import User
+from core.rls import user_scope
 
 from .models import Conversation, Message
-from .rls import user_scope
 from .selectors import conversation_list
 from .serializers import ConversationCreateSerializer, MessageCreateSerializer
 

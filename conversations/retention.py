@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 from django.db.models import QuerySet
 
 from accounts.models import User
+from core.rls import all_users, user_scope
 
 from .models import Conversation, Message
-from .rls import all_users, user_scope
 
 DEFAULT_BATCH_SIZE = 500
 

@@ -18,11 +18,11 @@ from django.db import connections
 from django.db.models import QuerySet
 
 from accounts.models import User
-from config import audit
+from core import audit, sql
+from core.rls import user_scope
 
-from . import sizes, sql
+from . import sizes
 from .models import Conversation, Message
-from .rls import user_scope
 
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 500
@@ -187,3 +187,28 @@ aconversation_message_count = sync_to_async(conversation_message_count)
 aconversations_newest_first = sync_to_async(conversations_newest_first)
 amessages_in_order = sync_to_async(messages_in_order)
 ahistory_load = sync_to_async(history_load)
+
+
+@dataclass(frozen=True)
+class UserData:
+    """How much of a user's data there is (or was)."""
+
+    conversations: int
+    messages: int
+
+    @classmethod
+    def from_deleted(cls, deleted: dict[str, int]) -> "UserData":
+        """From the per-model counts of ``accounts.services.user_delete``."""
+        return cls(
+            conversations=deleted.get(Conversation._meta.label, 0),
+            messages=deleted.get(Message._meta.label, 0),
+        )
+
+
+def user_data_count(*, user: User) -> UserData:
+    """How many conversations and messages ``user`` has: two counts, no rows."""
+    with user_scope(user, atomic=True):
+        return UserData(
+            conversations=Conversation.objects.filter(user=user).count(),
+            messages=Message.objects.filter(user=user).count(),
+        )

@@ -21,11 +21,10 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from accounts.models import User
-from config import audit
+from core import audit, sql
+from core.rls import user_scope
 
-from . import sql
 from .models import Conversation, IdempotencyKey, Message
-from .rls import user_scope
 
 ToolCalls = list[dict[str, Any]]
 

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 
-from config.renderers import SafeJSONRenderer
+from core.renderers import SafeJSONRenderer
 
 # The most bytes one code point of a string takes in a rendered answer: a "\uXXXX" escape.
 # (An astral code point takes 12 only in a body rendered ASCII-escaped, which the renderer

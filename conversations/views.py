@@ -18,9 +18,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.models import User
-from config import audit
+from core import rls
+from core.audit import api_request
 
-from . import conditional, rls, selectors, services
+from . import audit, conditional, selectors, services
 from .filters import ConversationFilter, MessageFilter
 from .models import Conversation, Message
 from .pagination import ConversationPagination, MessagePagination, parse_bounded_int
@@ -65,7 +66,7 @@ class OwnedViewSet(viewsets.GenericViewSet[Any]):
         started = time.perf_counter()
         response: HttpResponseBase | None = None
         try:
-            with audit.api_request(), ExitStack() as self.request_scope:
+            with api_request(), ExitStack() as self.request_scope:
                 response = super().dispatch(request, *args, **kwargs)
             return response
         finally:

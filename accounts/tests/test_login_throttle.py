@@ -1,6 +1,6 @@
 """Finding 1 of issue 10: logins (``POST auth/token/``) are throttled per username and per client
 address (``API_THROTTLE_LOGIN``), where the client address is the peer's unless
-``API_TRUSTED_PROXIES`` trusts X-Forwarded-For hops (config/client.py)."""
+``API_TRUSTED_PROXIES`` trusts X-Forwarded-For hops (core/client.py)."""
 
 import pytest
 from django.apps import apps

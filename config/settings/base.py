@@ -16,7 +16,7 @@ from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
 
 from config.development_secret import development_secret_key
-from conversations.rls import reset_identity
+from core.rls import reset_identity
 
 # Lets generic classes such as QuerySet[User] be subscripted at runtime, for mypy.
 django_stubs_ext.monkeypatch()
@@ -55,23 +55,23 @@ INSTALLED_APPS = [
     "accounts",
     "conversations",
     "corsheaders",
-    # Metrics and security-log hooks (config/apps.py); no models.
-    "config.apps.OperationsConfig",
+    # Metrics and security-log hooks (core/apps.py); no models.
+    "core.apps.CoreConfig",
 ]
 
 MIDDLEWARE = [
     # Outside everything else: no answer to HEAD carries a body (gunicorn would send it).
-    "config.middleware.HeadWithoutBodyMiddleware",
+    "core.middleware.HeadWithoutBodyMiddleware",
     # Counts and times every answer, including those of the middleware below.
-    "config.metrics.MetricsMiddleware",
-    "config.middleware.RequestIdMiddleware",
+    "core.metrics.MetricsMiddleware",
+    "core.middleware.RequestIdMiddleware",
     # Before anything that reads the host: Django's own refusal, with DEBUG on, is its debug page.
-    "config.middleware.AllowedHostMiddleware",
+    "core.middleware.AllowedHostMiddleware",
     # The security line of every 401, 403 and 429, whichever layer answers.
-    "config.audit.RefusalLogMiddleware",
+    "core.audit.RefusalLogMiddleware",
     # Before anything that can answer, so that errors and 413s carry CORS headers too.
     "corsheaders.middleware.CorsMiddleware",
-    "config.middleware.ApiErrorMiddleware",
+    "core.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -82,8 +82,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-# The debug page and error reports hide database and cache URLs too (config/debug_page.py).
-DEFAULT_EXCEPTION_REPORTER_FILTER = "config.debug_page.ExceptionReporterFilter"
+# The debug page and error reports hide database and cache URLs too (core/debug_page.py).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "core.debug_page.ExceptionReporterFilter"
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -127,7 +127,7 @@ def database_from_url(url: str) -> dict[str, object]:
                 # restart after 10, 40 and 90 s outages; see test_live_outage.py).
                 "reconnect_timeout": 5.0,
                 # Clears the row-level-security identity a request gave the connection
-                # before the pool hands it to anyone else (conversations/rls.py).
+                # before the pool hands it to anyone else (core/rls.py).
                 "reset": reset_identity,
             },
         )
@@ -189,7 +189,7 @@ API_MAX_RESPONSE_BYTES = env.int("API_MAX_RESPONSE_BYTES", default=8 * 1024 * 10
 
 ALLOW_REGISTRATION = env.bool("DJANGO_ALLOW_REGISTRATION", default=True)
 
-# How many proxies in front of the service append to X-Forwarded-For (config/client.py);
+# How many proxies in front of the service append to X-Forwarded-For (core/client.py);
 # 0: the header is ignored and the client is the connection's peer.
 API_TRUSTED_PROXIES = env.int("API_TRUSTED_PROXIES", default=0)
 if API_TRUSTED_PROXIES < 0:
@@ -218,15 +218,15 @@ REST_FRAMEWORK = {
         "accounts.permissions.UserIdIsCaller",
     ],
     "DEFAULT_RENDERER_CLASSES": [
-        "config.renderers.SafeJSONRenderer",
+        "core.renderers.SafeJSONRenderer",
         *(["rest_framework.renderers.BrowsableAPIRenderer"] if BROWSABLE_API else []),
     ],
-    "DEFAULT_PARSER_CLASSES": ["config.parsers.SafeJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.SafeJSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    # DRF's, knowing anonymous clients by config/client.py's address (config/throttling.py).
+    # DRF's, knowing anonymous clients by core/client.py's address (core/throttling.py).
     "DEFAULT_THROTTLE_CLASSES": [
-        "config.throttling.UserRateThrottle",
-        "config.throttling.AnonRateThrottle",
+        "core.throttling.UserRateThrottle",
+        "core.throttling.AnonRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "user": throttle_rate("API_THROTTLE_USER", "1200/minute"),
@@ -234,7 +234,7 @@ REST_FRAMEWORK = {
         # POST auth/token/, per client address and per username, on top of "anon".
         "login": throttle_rate("API_THROTTLE_LOGIN", "10/minute"),
     },
-    "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # The contract's timestamps: UTC, always with microseconds.
     "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%S.%fZ",
@@ -296,13 +296,13 @@ SPECTACULAR_SETTINGS["SWAGGER_UI_SETTINGS"] = {"deepLinking": True, "validatorUr
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "config.audit.JsonFormatter"}},
+    "formatters": {"json": {"()": "core.audit.JsonFormatter"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler"},
         "json_stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"},
     },
     "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
-    # The audit trail and the security log (config/audit.py): JSON lines on stdout, only there.
+    # The audit trail and the security log (core/audit.py): JSON lines on stdout, only there.
     "loggers": {
         "audit": {"handlers": ["json_stdout"], "level": "INFO", "propagate": False},
         "security": {"handlers": ["json_stdout"], "level": "INFO", "propagate": False},
@@ -324,7 +324,7 @@ CORS_URLS_REGEX = r"^/api/.*$"
 CORS_ALLOW_HEADERS = (*cors_default_headers, "idempotency-key", "if-none-match", "x-request-id")
 CORS_EXPOSE_HEADERS = ["X-Request-ID", "Idempotent-Replayed", "ETag", "Retry-After"]
 
-# /metrics (config/metrics.py): loopback clients, these networks, or this bearer token.
+# /metrics (core/metrics.py): loopback clients, these networks, or this bearer token.
 METRICS_ALLOW_LOOPBACK = env.bool("METRICS_ALLOW_LOOPBACK", default=True)
 METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=[])
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

@@ -16,7 +16,7 @@ DJANGO_SECURE_SSL_REDIRECT=false when the proxy redirects plain HTTP itself. The
 
 /metrics does not trust loopback unless METRICS_ALLOW_LOOPBACK says so: behind a proxy on the
 same host every client is loopback. Scrapers use METRICS_ALLOWED_NETWORKS or METRICS_TOKEN;
-``check --deploy`` warns when loopback is trusted without API_TRUSTED_PROXIES (config/checks.py).
+``check --deploy`` warns when loopback is trusted without API_TRUSTED_PROXIES (core/checks.py).
 """
 
 import os

@@ -11,8 +11,8 @@ from rest_framework import status
 from rest_framework.exceptions import NotFound
 from rest_framework.throttling import SimpleRateThrottle
 
-from config import errors
 from config.tests.views import SECRET, FailInMiddleware
+from core import errors
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("config.tests.urls")]
 
@@ -214,7 +214,7 @@ def test_unhandled_exception_is_json_500_without_traceback(client, settings, cap
     assert assert_json_error(response, status.HTTP_500_INTERNAL_SERVER_ERROR) == {
         "detail": "Internal server error."
     }
-    logged = [r for r in caplog.records if r.name == "config.middleware" and r.levelno == logging.ERROR]
+    logged = [r for r in caplog.records if r.name == "core.middleware" and r.levelno == logging.ERROR]
     assert len(logged) == 1
     assert logged[0].exc_info[0] is RuntimeError
 

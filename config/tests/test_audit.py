@@ -17,10 +17,10 @@ from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework_simplejwt.tokens import AccessToken
 
-from config import audit
 from conversations import selectors, services
 from conversations.models import Conversation
 from conversations.tests.factories import TEST_PASSWORD, ConversationFactory, MessageFactory
+from core import audit
 
 pytestmark = pytest.mark.django_db
 

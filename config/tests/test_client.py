@@ -1,9 +1,9 @@
-"""The client address (config/client.py): X-Forwarded-For is read only as far as trusted."""
+"""The client address (core/client.py): X-Forwarded-For is read only as far as trusted."""
 
 import pytest
 from django.test import RequestFactory
 
-from config.client import client_address
+from core.client import client_address
 
 factory = RequestFactory()
 

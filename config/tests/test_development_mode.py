@@ -27,7 +27,6 @@ from django.http import HttpRequest
 from django.test import RequestFactory
 from django.views.debug import technical_500_response
 
-from config import errors
 from conversations.tests.live_server import (
     LiveServer,
     is_postgres_url,
@@ -35,6 +34,7 @@ from conversations.tests.live_server import (
     start_server,
     stop_server,
 )
+from core import errors
 
 # The key base.py used whenever DJANGO_SECRET_KEY was unset, in the repository for all to read.
 PUBLISHED_DEVELOPMENT_KEY = "django-insecure-local-development-key-do-not-deploy"  # noqa: S105

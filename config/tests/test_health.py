@@ -6,8 +6,8 @@ from django.db import connection, connections
 from django.urls import reverse
 from rest_framework import status
 
-from config import health
-from config.errors import DATABASE_RETRY_AFTER_SECONDS
+from core import health
+from core.errors import DATABASE_RETRY_AFTER_SECONDS
 
 postgresql_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="needs a PostgreSQL server")
 

@@ -2,9 +2,9 @@
 
 from django.urls import path
 
-from config import errors
 from config.tests import views
 from config.urls import urlpatterns as project_urlpatterns
+from core import errors
 
 urlpatterns = [
     path("api/test/echo/", views.EchoView.as_view(), name="test-echo"),

@@ -1,4 +1,4 @@
-"""Row-level security on PostgreSQL (see conversations/rls.py).
+"""Row-level security on PostgreSQL (see core/rls.py).
 
 Every table with a ``user_id`` shows and accepts only the rows of the user named by the
 setting ``app.user_id`` (set per connection or per transaction, see rls.py); nothing set,

@@ -10,8 +10,8 @@ from factory.faker import Faker
 
 from accounts.models import User
 from conversations.models import Conversation, Message, Role
-from conversations.rls import user_scope
 from conversations.services import message_append
+from core.rls import user_scope
 
 TEST_PASSWORD = "correct-horse-battery-staple"
 

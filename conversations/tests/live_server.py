@@ -92,7 +92,7 @@ def postgres_database(admin_url: str) -> Iterator[str]:
 @contextlib.contextmanager
 def owner_connection(database_url: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
     """A plain connection as ``database_url``'s role (the tables' owner, which ran the
-    migrations) that sees every user's rows (``app.all_users``, see conversations/rls.py):
+    migrations) that sees every user's rows (``app.all_users``, see core/rls.py):
     for checking with SQL what the server wrote."""
     conninfo = urlunsplit(urlsplit(database_url)._replace(scheme="postgresql"))
     with psycopg.connect(conninfo, autocommit=True) as conn:

@@ -6,7 +6,7 @@ from django.db import connection
 
 from conftest import client_for
 from conversations.models import IdempotencyKey, Message
-from conversations.rls import all_users
+from core.rls import all_users
 
 from .factories import ConversationFactory
 from .test_api_messages import messages_url

@@ -33,8 +33,9 @@ from accounts.tests.test_auth import (
     hand_made_token,
 )
 from conftest import client_for
-from conversations import rls, services
+from conversations import services
 from conversations.models import Conversation, IdempotencyKey, Message
+from core import rls
 
 from .factories import ConversationFactory, MessageFactory, UserFactory
 

@@ -25,7 +25,7 @@ from accounts.models import User
 from conversations import services
 from conversations.models import Conversation, IdempotencyKey, Message
 from conversations.retention import parse_duration
-from conversations.rls import all_users, user_scope
+from core.rls import all_users, user_scope
 
 from .factories import ConversationFactory, MessageFactory, UserFactory
 

@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from accounts.services import user_delete
 from conversations.ids import uuid7
 from conversations.models import CONTENT_MAX_LENGTH, TITLE_MAX_LENGTH, Conversation, Message
-from conversations.rls import user_scope
+from core.rls import user_scope
 
 from .factories import ConversationFactory, MessageFactory, UserFactory
 

@@ -17,7 +17,7 @@ from conftest import client_for
 from conversations import services
 from conversations.checks import bypasses_row_level_security, row_level_security_binds
 from conversations.models import Conversation, IdempotencyKey, Message
-from conversations.rls import all_users, user_scope
+from core.rls import all_users, user_scope
 
 from .factories import ConversationFactory, MessageFactory, UserFactory
 

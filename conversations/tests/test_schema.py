@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from conversations.models import Conversation, Message
-from conversations.rls import all_users, user_scope
+from core.rls import all_users, user_scope
 
 from .factories import ConversationFactory
 

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from accounts.models import User
 from accounts.services import user_register
 from conversations import selectors, services
-from conversations.rls import user_scope
+from core.rls import user_scope
 
 DEFAULT_USERNAME = "demo"
 

@@ -1,6 +1,6 @@
 """The throttles of every view, counting in Django's cache (``REDIS_URL`` shares it).
 
-An anonymous client is known by ``config.client.client_address``: DRF's own ``get_ident`` takes
+An anonymous client is known by ``core.client.client_address``: DRF's own ``get_ident`` takes
 the whole X-Forwarded-For header while ``NUM_PROXIES`` is unset, so rotating it escaped every
 limit and forging ``127.0.0.1`` spent the loopback client's quota.
 
@@ -22,14 +22,14 @@ from rest_framework.request import Request
 if TYPE_CHECKING:  # DRF imports this module while rest_framework.views is still loading.
     from rest_framework.views import APIView
 
-from config.client import client_address
+from core.client import client_address
 
 # Longer than any username (150), short enough to bound the normalisation of a forged one.
 USERNAME_KEY_LENGTH = 256
 
 
 class ClientAddressIdent:
-    """Names an anonymous client by the address ``config.client`` trusts."""
+    """Names an anonymous client by the address ``core.client`` trusts."""
 
     def get_ident(self, request: Request) -> str:
         return client_address(request._request)

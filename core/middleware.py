@@ -15,7 +15,7 @@ from django.core.signals import got_request_exception
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
-from config import errors
+from core import errors
 
 logger = logging.getLogger(__name__)
 disallowed_host_logger = logging.getLogger("django.security.DisallowedHost")

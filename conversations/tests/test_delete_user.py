@@ -14,8 +14,8 @@ from django.core.management.base import CommandError
 from accounts.models import User
 from conversations import services
 from conversations.models import Conversation, IdempotencyKey, Message
-from conversations.rls import all_users
 from conversations.tests.factories import ConversationFactory, MessageFactory, UserFactory
+from core.rls import all_users
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -105,7 +105,7 @@ def test_an_unknown_user_is_an_error_and_deletes_nothing(doomed, name):
 
 
 def test_documents_its_options():
-    command = load_command_class("accounts", "delete_user")
+    command = load_command_class("conversations", "delete_user")
 
     text = command.create_parser("manage.py", "delete_user").format_help()
 

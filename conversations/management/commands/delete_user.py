@@ -3,10 +3,10 @@ from typing import IO, Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from accounts.selectors import user_data_count
-from accounts.services import UserData, user_delete
-from config import audit
+from accounts.services import user_delete
 from conversations.management import user_from_argument
+from conversations.selectors import UserData, user_data_count
+from core import audit
 
 
 class Command(BaseCommand):
@@ -44,7 +44,7 @@ class Command(BaseCommand):
             self.stdout.write("Cancelled: nothing was deleted.")
             return
         with audit.operation("user.delete", user_id=user.pk) as fields:
-            deleted = user_delete(user=user)
+            deleted = UserData.from_deleted(user_delete(user=user))
             fields.update(conversations=deleted.conversations, messages=deleted.messages)
         self.stdout.write(f"Deleted {who} with {counted(deleted)}.")
 

@@ -20,7 +20,7 @@ Unset, the process's own registry is served (runserver, tests).
 Who may scrape: loopback clients (when ``METRICS_ALLOW_LOOPBACK`` is on: by default, not in
 production), clients from ``METRICS_ALLOWED_NETWORKS`` (CIDR list), and requests with
 ``Authorization: Bearer <METRICS_TOKEN>``; anyone else gets 403. The client is judged by
-``config.client.client_address``: the peer, or behind ``API_TRUSTED_PROXIES`` proxies the
+``core.client.client_address``: the peer, or behind ``API_TRUSTED_PROXIES`` proxies the
 client they name. Behind a proxy on the same host every peer is loopback, so the peer alone
 would let every outside client in.
 """
@@ -51,7 +51,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from config.client import client_address
+from core.client import client_address
 
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

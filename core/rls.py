@@ -1,14 +1,15 @@
 """Row-level security: PostgreSQL's second line behind the owner-filtered querysets.
 
-The policies of migration 0004 show a session only the rows of the user whose id is in
+The policies of conversations' migration 0004 show a session only the rows of the user whose id is in
 ``app.user_id``; with nothing set it sees no rows. ``user_scope`` sets it, in one of two ways:
 
 - Outside a transaction it makes the user the connection's identity (``set_config(…,
   false)``), which then costs nothing more: an API request's token lookup sets it in the same
-  statement (``user_lookup``), so a read is that one statement plus its SELECT. The identity
-  lasts until another scope replaces it or the connection goes back to Django's pool, whose
-  ``reset`` (``reset_identity``, installed by the settings) clears it before any other
-  request can get the connection. Without that reset installed, this way is never taken.
+  statement (``accounts.selectors.user_lookup``, through ``identity_sql``), so a read is that
+  one statement plus its SELECT. The identity lasts until another scope replaces it or the
+  connection goes back to Django's pool, whose ``reset`` (``reset_identity``, installed by the
+  settings) clears it before any other request can get the connection. Without that reset
+  installed, this way is never taken.
 - Inside a transaction it sets the user for that transaction only (``set_config(…, true)``)
   and puts back what was in force when the block ends.
 
@@ -26,7 +27,6 @@ the serving role can read every user id, so such SQL can take each user's identi
 On SQLite, which has no row-level security, all of these are no-ops.
 """
 
-import functools
 import uuid
 import weakref
 from collections.abc import Iterator
@@ -36,10 +36,9 @@ from typing import TYPE_CHECKING, Any
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from . import sql
-
 if TYPE_CHECKING:  # The settings import this module (the pool's reset): no models at import time.
-    from accounts.models import User
+    from django.db.models import Model
+
 
 USER_SETTING = "app.user_id"
 ALL_USERS_SETTING = "app.all_users"
@@ -90,35 +89,22 @@ def _remember_identity(connection: BaseDatabaseWrapper, user_id: str) -> None:
     _identities[connection.connection] = user_id
 
 
-def user_lookup(user_id: uuid.UUID, *, using: str = DEFAULT_DB_ALIAS) -> "User | None":
-    """The user with ``user_id``, or None. Where a session-wide identity is allowed, the same
-    statement makes the user the connection's identity: authentication and the row-level
-    security scope of the request in one round trip."""
-    from accounts.models import User
-
-    connection = connections[using]
-    identify = _identity_allowed(connection)
-    key = sql.db_value(User, "id", user_id, connection)
-    users = list(User.objects.db_manager(using).raw(_user_sql(using, identify=identify), [key]))
-    if not users:
-        return None
-    if identify:
-        _remember_identity(connection, str(users[0].pk))
-    return users[0]
+def identity_allowed(connection: BaseDatabaseWrapper) -> bool:
+    """Whether a statement may now set the connection's session-wide identity (a lookup that
+    also identifies, as the token's user lookup does): outside any transaction, on a pooled
+    connection that clears it on return."""
+    return _identity_allowed(connection)
 
 
-@functools.cache
-def _user_sql(using: str, *, identify: bool) -> str:
-    """The lookup's SQL, written once per database: it runs on every API request, and
-    building it through the ORM each time cost more than the round trip."""
-    from accounts.models import User
+def identity_sql(user_id_expression: str) -> str:
+    """A select-list item that makes ``user_id_expression`` the connection's identity; the
+    caller calls ``remember_identity`` once the statement has run."""
+    return f"set_config('{USER_SETTING}', {user_id_expression}::text, false) AS rls_identity"
 
-    connection = connections[using]
-    table = sql.table(User, connection)
-    key = f"{table}.{sql.column(User, 'id', connection)}"
-    columns = ", ".join(f"{table}.{sql.column(User, f.name, connection)}" for f in User._meta.concrete_fields)
-    identity = f", set_config('{USER_SETTING}', {key}::text, false) AS rls_identity" if identify else ""
-    return f"SELECT {columns}{identity} FROM {table} WHERE {key} = %s"  # noqa: S608 (names from _meta)
+
+def remember_identity(connection: BaseDatabaseWrapper, user_id: str) -> None:
+    """Record the identity a statement of ``identity_sql`` gave the connection."""
+    _remember_identity(connection, user_id)
 
 
 def _scopes(connection: BaseDatabaseWrapper) -> list[Scope]:
@@ -184,7 +170,7 @@ def in_transaction(using: str = DEFAULT_DB_ALIAS) -> bool:
 
 
 def user_scope(
-    user: "User | uuid.UUID", *, atomic: bool = False, using: str = DEFAULT_DB_ALIAS
+    user: "Model | uuid.UUID", *, atomic: bool = False, using: str = DEFAULT_DB_ALIAS
 ) -> AbstractContextManager[None]:
     """Run the block with PostgreSQL showing and accepting only ``user``'s conversations,
     messages and idempotency keys. Free when that user is already in force, as for the

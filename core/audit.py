@@ -3,7 +3,7 @@
 Two loggers, which settings.LOGGING sends to stdout through ``JsonFormatter``:
 
 - ``audit``: every conversation and message operation, whoever calls it. The REST API writes
-  its lines from one place, ``OwnedViewSet.dispatch`` (``api_operation`` below). Service and
+  its lines from one place, ``OwnedViewSet.dispatch`` (``conversations.audit.api_operation``). Service and
   selector functions decorated with ``audited`` write theirs when called in-process (the
   agent), and nothing inside a REST request. Code outside both (management commands such as
   the export) calls ``record`` or ``operation`` itself.
@@ -30,14 +30,12 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar, cast
 
-from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
-from django.db import DEFAULT_DB_ALIAS, connections
 from django.db import Error as DatabaseError
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
-from config.client import client_address
+from core.client import client_address
 
 AUDIT_LOGGER = "audit"
 SECURITY_LOGGER = "security"
@@ -70,19 +68,6 @@ FORBIDDEN_FIELDS = frozenset(
         "query_string",
     }
 )
-
-# REST operations: (viewset basename, DRF action) -> audit action.
-API_ACTIONS = {
-    ("conversation", "list"): "conversation.list",
-    ("conversation", "create"): "conversation.create",
-    ("conversation", "retrieve"): "conversation.read",
-    ("conversation", "partial_update"): "conversation.update",
-    ("conversation", "destroy"): "conversation.delete",
-    ("conversation", "history"): "history.load",
-    ("conversation-message", "list"): "message.list",
-    ("conversation-message", "create"): "message.append",
-    ("conversation-message", "retrieve"): "message.read",
-}
 
 # Refusals that RefusalLogMiddleware logs, whichever view (or middleware) answered.
 REFUSAL_EVENTS = {
@@ -133,7 +118,7 @@ def outcome_for(status: int) -> str:
     return "error"
 
 
-def _id(value: object) -> str | None:
+def as_id(value: object) -> str | None:
     """The canonical string of a UUID, None for anything else (a malformed id from a URL is
     the caller's text, not an id: it is not logged)."""
     if value is None:
@@ -171,9 +156,9 @@ def record(
     line: dict[str, Scalar] = {
         "action": action,
         "request_id": request_id,
-        "user_id": _id(user_id),
-        "conversation_id": _id(conversation_id),
-        "message_id": _id(message_id),
+        "user_id": as_id(user_id),
+        "conversation_id": as_id(conversation_id),
+        "message_id": as_id(message_id),
         "outcome": outcome,
         "status": status,
         "duration_ms": None if duration_ms is None else round(duration_ms, 3),
@@ -276,10 +261,10 @@ def audited(action: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
                 conversation_id, message_id = _ids_of(result)
                 record(
                     action,
-                    user_id=_id(getattr(user, "pk", user)),
+                    user_id=as_id(getattr(user, "pk", user)),
                     outcome=outcome,
-                    conversation_id=_id(conversation_id or kwargs.get("conversation_id")),
-                    message_id=_id(message_id),
+                    conversation_id=as_id(conversation_id or kwargs.get("conversation_id")),
+                    message_id=as_id(message_id),
                     duration_ms=(time.perf_counter() - started) * 1000,
                     caller="in_process",
                 )
@@ -310,7 +295,7 @@ def request_user_id(request: HttpRequest) -> str | None:
     try:
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
-            return _id(user.pk)
+            return as_id(user.pk)
     except DatabaseError:  # a session that cannot be read: no user to name
         pass
     return None
@@ -359,137 +344,3 @@ def login_failed(
     if request is not None and request.path.startswith("/api/"):
         return
     security("auth.login_failed", request=request, status=None)
-
-
-# --- the REST API's operations -------------------------------------------------------------
-
-
-def api_operation(
-    *,
-    request: HttpRequest,
-    basename: str | None,
-    action: str | None,
-    kwargs: Mapping[str, Any],
-    response: HttpResponseBase | None,
-    started: float,
-) -> None:
-    """The audit line of one REST request to a conversation or message endpoint (and, for a
-    404 on an id, its security line). ``response`` None means the view raised: a 500.
-
-    Called by ``OwnedViewSet.dispatch`` after the request's database scope has closed. A
-    failure here is logged and never changes the answer."""
-    try:
-        _api_operation(
-            request=request,
-            basename=basename,
-            action=action,
-            kwargs=kwargs,
-            response=response,
-            started=started,
-        )
-    except Exception:
-        logger.exception("Could not write the audit line of %s %s", request.method, request.path)
-
-
-def _api_operation(
-    *,
-    request: HttpRequest,
-    basename: str | None,
-    action: str | None,
-    kwargs: Mapping[str, Any],
-    response: HttpResponseBase | None,
-    started: float,
-) -> None:
-    audit_action = API_ACTIONS.get((basename or "", action or ""))
-    if audit_action is None:  # OPTIONS, or a method the endpoint does not have (405)
-        return
-    status = 500 if response is None else response.status_code
-    user_id = request_user_id(request)
-    if basename == "conversation-message":
-        conversation_arg, message_arg = kwargs.get("conversation_pk"), kwargs.get("pk")
-    else:
-        conversation_arg, message_arg = kwargs.get("pk"), None
-    conversation_id, message_id = _id(conversation_arg), _id(message_arg)
-    fields: dict[str, Scalar] = {}
-    if response is not None and 200 <= status < 300:
-        data = getattr(response, "data", None)
-        if isinstance(data, Mapping) and action == "create":
-            # The new object's id; a message also names its conversation.
-            if basename == "conversation-message":
-                message_id = _id(data.get("id"))
-            else:
-                conversation_id = _id(data.get("id"))
-        if isinstance(data, Mapping) and isinstance(data.get("results"), list):
-            fields["count"] = len(data["results"])
-        elif isinstance(data, Mapping) and isinstance(data.get("messages"), list):
-            fields["count"] = len(data["messages"])
-        if response.get("Idempotent-Replayed") == "true":
-            fields["replayed"] = True
-    record(
-        audit_action,
-        user_id=user_id,
-        outcome=outcome_for(status),
-        conversation_id=conversation_id,
-        message_id=message_id,
-        duration_ms=(time.perf_counter() - started) * 1000,
-        request_id=getattr(request, "request_id", None),
-        status=status,
-        **fields,
-    )
-    if status == 404 and user_id is not None:
-        malformed = (conversation_arg is not None and conversation_id is None) or (
-            message_arg is not None and message_id is None
-        )
-        security(
-            "access.not_found",
-            request=request,
-            status=status,
-            action=audit_action,
-            conversation_id=conversation_id,
-            message_id=message_id,
-            malformed_id=malformed,
-            belongs_to_other_user=None
-            if malformed
-            else belongs_to_other_user(
-                user_id=user_id, conversation_id=conversation_id, message_id=message_id
-            ),
-        )
-
-
-def can_see_every_user(using: str = DEFAULT_DB_ALIAS) -> bool:
-    """Whether this process's database role can look across users.
-
-    On PostgreSQL only the table owner's role may lift row-level security
-    (``rls.all_users``); the serving role (``DATABASE_APP_URL``) cannot, by design, and would
-    see no rows. SQLite has no row-level security."""
-    connection = connections[using]
-    if connection.vendor != "postgresql":
-        return True
-    role = settings.DATABASE_SERVING_ROLE
-    return not role or connection.settings_dict.get("USER") != role
-
-
-def belongs_to_other_user(
-    *, user_id: str, conversation_id: str | None, message_id: str | None
-) -> bool | None:
-    """Whether the conversation or message id that just got a 404 exists and is another
-    user's: True or False, or None when this process cannot tell (the serving role on
-    PostgreSQL, or a database error). Only for the security log, never for a response."""
-    if not can_see_every_user():
-        return None
-    from conversations import rls
-    from conversations.models import Conversation, Message
-
-    try:
-        with rls.all_users(reason="security audit: does a refused id belong to another user?"):
-            owners: set[Any] = set()
-            if conversation_id is not None:
-                owners.update(
-                    Conversation.objects.filter(pk=conversation_id).values_list("user_id", flat=True)
-                )
-            if message_id is not None:
-                owners.update(Message.objects.filter(pk=message_id).values_list("user_id", flat=True))
-    except DatabaseError:
-        logger.warning("Security audit: could not look up the owner of a refused id", exc_info=True)
-        return None
-    return any(str(owner) != user_id for owner in owners)

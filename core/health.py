@@ -11,7 +11,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
-from config.errors import DATABASE_RETRY_AFTER_SECONDS
+from core.errors import DATABASE_RETRY_AFTER_SECONDS
 
 logger = logging.getLogger(__name__)
 
