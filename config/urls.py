@@ -1,10 +1,17 @@
 from django.conf import settings
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core import errors, health, metrics
 
 urlpatterns = [
+    # A newcomer's first look at http://127.0.0.1:8000/ lands on the API's documentation.
+    path(
+        "",
+        RedirectView.as_view(pattern_name="swagger-ui", permanent=False, http_method_names=["get", "head"]),
+        name="root",
+    ),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),

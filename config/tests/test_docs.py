@@ -54,3 +54,17 @@ def test_swagger_ui_assets_are_served_with_debug_off(client, settings):
         response = client.get(url)
         assert response.status_code == status.HTTP_200_OK, url
         assert b"".join(response.streaming_content)
+
+
+@pytest.mark.parametrize("method", ["get", "head"])
+def test_the_root_redirects_to_the_docs_without_authentication(client, method):
+    response = getattr(client, method)("/")
+
+    assert response.status_code == status.HTTP_302_FOUND
+    assert response["Location"] == reverse("swagger-ui") == "/api/docs/"
+    assert client.get(response["Location"]).status_code == status.HTTP_200_OK
+
+
+def test_the_root_only_redirects_reads(client):
+    # OPTIONS, as CSRF lets it through: any method but GET and HEAD is refused, not redirected.
+    assert client.options("/").status_code == status.HTTP_405_METHOD_NOT_ALLOWED

@@ -168,6 +168,9 @@ print(json.dumps({
     "forwarded_https_api": client.get("/api/v1/auth/me/", headers={"X-Forwarded-Proto": "https"}).status_code,
     "https_api": client.get("/api/v1/auth/me/", secure=True).status_code,
     "hsts": client.get("/healthz", secure=True).get("Strict-Transport-Security"),
+    "plain_root": [client.get("/").status_code, client.get("/").get("Location")],
+    "https_root": [client.get("/", secure=True).status_code, client.get("/", secure=True).get("Location")],
+    "https_docs": client.get("/api/docs/", secure=True).status_code,
     "nosniff": client.get("/healthz", secure=True).get("X-Content-Type-Options"),
 }))
 """
@@ -195,6 +198,10 @@ def test_production_serves_api_over_https_only_but_probes_and_metrics_over_plain
     assert answers["https_api"] == 401
     assert answers["hsts"] == "max-age=31536000; includeSubDomains; preload"
     assert answers["nosniff"] == "nosniff"
+    # The root leads to the docs once on HTTPS, as any other page does.
+    assert answers["plain_root"] == [301, "https://testserver/"]
+    assert answers["https_root"] == [302, "/api/docs/"]
+    assert answers["https_docs"] == 200
     # Without a configured proxy header, a client cannot claim HTTPS by sending one.
     assert answers["forwarded_https_api"] == 301
 

@@ -323,3 +323,15 @@ def test_nginx_passes_a_sane_request_id_and_replaces_any_other_with_its_own(prox
 
     assert kept.headers["X-Request-ID"] == "trace-1234"
     assert re.fullmatch(r"[0-9a-f]{32}", replaced.headers["X-Request-ID"])
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_through_nginx_the_root_redirects_to_the_docs(proxy, method):
+    response = requests.request(method, f"{proxy.url}/", allow_redirects=False, timeout=5)
+
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/api/docs/"
+    docs = requests.get(f"{proxy.url}/", timeout=5)
+    assert docs.status_code == 200
+    assert docs.url == f"{proxy.url}/api/docs/"
+    assert docs.headers["Content-Type"].startswith("text/html")

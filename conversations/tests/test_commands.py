@@ -6,8 +6,12 @@ so on PostgreSQL they prove that each command scopes itself: a command that forg
 see and change no rows at all.
 """
 
+import contextlib
 import json
+import os
 import re
+import subprocess
+import sys
 import tracemalloc
 import uuid
 from datetime import timedelta
@@ -28,6 +32,7 @@ from conversations.retention import parse_duration
 from core.rls import all_users, user_scope
 
 from .factories import ConversationFactory, MessageFactory, UserFactory
+from .live_server import PROJECT_DIR, is_postgres_url, migrate, postgres_database, server_env
 
 pytestmark = pytest.mark.django_db
 
@@ -171,7 +176,7 @@ def test_seed_demo_makes_a_demo_user_with_conversations_through_the_services():
     stdout, _ = run("seed_demo")
 
     user = User.objects.get(username="demo")
-    assert "Username: demo" in stdout
+    assert stdout.splitlines()[-2:] == ["Username: demo", f"Password: {seeded_password(stdout)}"]
     assert user.check_password(seeded_password(stdout))
     conversations, messages = stored(user)
     assert len(conversations) == 3
@@ -211,6 +216,42 @@ def test_seed_demo_takes_a_username_and_password():
     user.refresh_from_db()
     assert user.check_password("another-long-passphrase")
     assert len(stored(user)[0]) == 3
+
+
+@contextlib.contextmanager
+def own_database(tmp_path):
+    """A migrated database of its own for a command in another process: a new PostgreSQL
+    database under scripts/with-postgres, else a SQLite file; yields that process's env."""
+    admin_url = os.environ.get("DATABASE_URL")
+    with (
+        postgres_database(admin_url)
+        if admin_url and is_postgres_url(admin_url)
+        else contextlib.nullcontext(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    ) as database_url:
+        env = server_env(database_url)
+        migrate(env)
+        yield env
+
+
+def test_seed_demo_prints_the_credentials_last_after_the_audit_lines(tmp_path):
+    """As in a terminal: one process, stdout (audit lines included) and stderr in one stream."""
+    with own_database(tmp_path) as env:
+        result = subprocess.run(  # noqa: S603 (our own interpreter and manage.py)
+            [sys.executable, "manage.py", "seed_demo"],
+            cwd=PROJECT_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stdout
+    assert sum('"logger": "audit"' in line for line in lines) >= 9, result.stdout  # 3 creates, appends
+    assert lines[-2] == "Username: demo", result.stdout
+    assert re.fullmatch(r"Password: [\w-]{16}", lines[-1]), result.stdout
 
 
 @pytest.mark.parametrize("password", ["short", "password", "12345678901"])

@@ -2,8 +2,8 @@
 README starts it (``manage.py migrate`` then ``manage.py runserver``, production settings,
 DEBUG off), on SQLite or, under ``scripts/with-postgres``, on a PostgreSQL database of its own.
 
-The client knows nothing of the code: only paths, bodies, headers and status codes of
-/work/shared/api-contract.md. The server's output is part of every failure message.
+The client knows nothing of the code: only paths, bodies, headers and status codes of the
+README's REST API and the schema at /api/schema/. The server's output is part of every failure message.
 """
 
 import base64

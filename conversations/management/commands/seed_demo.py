@@ -105,8 +105,22 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        username: str = options["username"]
-        password: str | None = options["password"]
+        user, password = self._user(options["username"], options["password"])
+        created = self._seed(user, verbose=options["verbosity"] >= 1)
+        self.stdout.write(
+            f"{created} demo conversations created, {len(DEMO_CONVERSATIONS) - created} already there."
+        )
+        # The credentials are the output's last lines, after every audit line (the audit logger
+        # writes JSON lines to this same stdout) and every progress line, where a newcomer looks.
+        self.stderr.flush()
+        self.stdout.write(
+            f"Username: {user.get_username()}\n"
+            f"Password: {password if password is not None else '(unchanged; set one with --password)'}"
+        )
+        self.stdout.flush()
+
+    def _user(self, username: str, password: str | None) -> tuple[User, str | None]:
+        """The demo user, made or given the new password; and its password, when known."""
         user = User.objects.filter(username=User.normalize_username(username)).first()
         if user is None:
             password = password or secrets.token_urlsafe(12)
@@ -123,7 +137,10 @@ class Command(BaseCommand):
             user.set_password(password)
             user.save(update_fields=["password"])
             self.stdout.write(f"Set a new password for the existing user {user.get_username()}.")
+        return user, password
 
+    def _seed(self, user: User, *, verbose: bool) -> int:
+        """Makes the demo conversations the user does not have yet; returns how many."""
         created = 0
         for title, turns in DEMO_CONVERSATIONS:
             # One transaction per conversation: a rerun never finds one half made.
@@ -140,14 +157,9 @@ class Command(BaseCommand):
                         tool_calls=tool_calls,
                     )
             created += 1
-            if options["verbosity"] >= 1:
+            if verbose:
                 self.stderr.write(f"  created {title!r} ({len(turns)} messages)")
-
-        self.stdout.write(
-            f"{created} demo conversations created, {len(DEMO_CONVERSATIONS) - created} already there.\n"
-            f"Username: {user.get_username()}\n"
-            f"Password: {password if password is not None else '(unchanged; set one with --password)'}"
-        )
+        return created
 
 
 def _describe(exc: ValidationError) -> str:
