@@ -1,3 +1,4 @@
+import shutil
 from contextlib import contextmanager
 
 import pytest
@@ -99,3 +100,13 @@ def auth_client(user):
 @pytest.fixture
 def other_client(other_user):
     return client_for(other_user)
+
+
+def require_tool(command: str, package: str) -> str:
+    """The path of ``command``, which ``make test-tools`` (e2e/install-tools) installs from
+    Debian's ``package``. Missing, the test fails rather than skips: a tool a test needs is
+    part of the test run, never an optional extra."""
+    path = shutil.which(command)
+    if path is None:
+        pytest.fail(f"{command} is not installed: run `make test-tools` (apt-get install {package})")
+    return path

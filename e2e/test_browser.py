@@ -36,6 +36,7 @@ import requests
 from playwright.sync_api import BrowserContext, Page, Request, Route, expect, sync_playwright
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import require_tool
 from conversations.tests.live_server import (
     PROJECT_DIR,
     LiveServer,
@@ -47,11 +48,12 @@ from conversations.tests.live_server import (
 )
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).is_file(),
-    reason="Debian's Chromium is not installed "
-    "(apt-get install chromium; `make test` runs e2e/install-tools)",
-)
+
+
+@pytest.fixture(autouse=True)
+def _chromium_installed() -> None:
+    require_tool(CHROMIUM, "chromium")
+
 
 ARTIFACTS = PROJECT_DIR / "e2e" / "artifacts"
 # A host name only this browser knows: it maps it to the server's loopback address itself.

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import require_tool
+
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 DOCKER_COMPOSE = shutil.which("docker-compose")
 needs_compose = pytest.mark.skipif(
@@ -59,8 +61,7 @@ def compose_config(**env: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    if DOCKER_COMPOSE is None:
-        pytest.skip("Debian's docker-compose is not installed (`make test` runs e2e/install-tools)")
+    require_tool("docker-compose", "docker-compose")
     result = compose_config(
         DJANGO_SECRET_KEY="a-real-secret-for-the-test", CORS_ALLOWED_ORIGINS="https://chat.example"
     )

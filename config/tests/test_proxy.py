@@ -13,12 +13,12 @@ import secrets
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
+from conftest import require_tool
 from conversations.tests.live_server import (
     NGINX,
     LiveServer,
@@ -27,11 +27,11 @@ from conversations.tests.live_server import (
     nginx_in_front_of,
 )
 
-pytestmark = pytest.mark.skipif(
-    not Path(NGINX).is_file(),
-    reason="Debian's nginx is not installed "
-    "(apt-get install nginx-light; `make test` runs e2e/install-tools)",
-)
+
+@pytest.fixture(autouse=True)
+def _nginx_installed():
+    require_tool(NGINX, "nginx-light")
+
 
 SLOW_CLIENTS = 50
 METRICS_TOKEN = secrets.token_urlsafe(24)

@@ -4,7 +4,6 @@
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 
+from conftest import require_tool
 from conversations.tests.live_server import (
     LiveServer,
     is_postgres_url,
@@ -21,10 +21,11 @@ from conversations.tests.live_server import (
     stop_server,
 )
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("curl") is None,
-    reason="curl is not installed (apt-get install curl; `make test` runs e2e/install-tools)",
-)
+
+@pytest.fixture(autouse=True)
+def _curl_installed():
+    require_tool("curl", "curl")
+
 
 README = Path(settings.BASE_DIR) / "README.md"
 SECTION = "First requests"
