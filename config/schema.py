@@ -92,7 +92,8 @@ def optional_without_default(schema: dict[str, Any]) -> None:
     for name, field in schema.get("properties", {}).items():
         if name not in required and "default" in field:
             default = field.pop("default")
-            field["description"] = " ".join(filter(None, [field.get("description"), f"Default: {json.dumps(default)}."]))
+            told = f"Default: {json.dumps(default)}."
+            field["description"] = " ".join(filter(None, [field.get("description"), told]))
 
 
 def add_error_responses(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

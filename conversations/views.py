@@ -264,7 +264,7 @@ class ConversationViewSet(
                 OpenApiParameter.HEADER,
                 response=[201],
                 enum=["true"],
-                description="Present, as true, when this answer replays the first one for its Idempotency-Key.",
+                description="true when this answer replays the first one for its Idempotency-Key.",
             ),
         ],
         responses={

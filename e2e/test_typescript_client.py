@@ -69,7 +69,8 @@ def client_project(workdir: Path, schema: bytes) -> Path:
         shutil.copy(CLIENT_DIR / name, workdir / name)
     (workdir / "node_modules").symlink_to(NODE_MODULES)
     (workdir / "schema.json").write_bytes(schema)
-    run([str(BIN / "openapi-typescript"), "schema.json", "-o", "schema.d.ts"], workdir, GENERATE_TIMEOUT_SECONDS)
+    generate = [str(BIN / "openapi-typescript"), "schema.json", "-o", "schema.d.ts"]
+    run(generate, workdir, GENERATE_TIMEOUT_SECONDS)
     return workdir
 
 

@@ -138,8 +138,8 @@ def operations(schema):
 
 
 def untyped_schemas(node, where="#"):
-    """Where a property, an array's items or a map's values have no type: a generated client
-    would make them ``unknown``."""
+    """Where a property, an array's items, a map's values, or a parameter's, header's or
+    body's schema have no type: a generated client would make them ``unknown``."""
     if isinstance(node, list):
         for index, item in enumerate(node):
             yield from untyped_schemas(item, f"{where}/{index}")
@@ -147,7 +147,9 @@ def untyped_schemas(node, where="#"):
     if not isinstance(node, dict):
         return
     children = [(f"properties/{name}", value) for name, value in node.get("properties", {}).items()]
-    children += [(key, node[key]) for key in ("items", "additionalProperties") if isinstance(node.get(key), dict)]
+    children += [
+        (k, node[k]) for k in ("items", "additionalProperties", "schema") if isinstance(node.get(k), dict)
+    ]
     for key, child in children:
         if not TYPED & set(child):
             yield f"{where}/{key}"
@@ -217,8 +219,10 @@ def test_error_bodies_are_detail_or_field_errors(served_schema):
 
 def test_the_append_documents_its_422_and_replay_header(served_schema):
     responses = served_schema["paths"][APPEND[0]][APPEND[1]]["responses"]
-    assert responses["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Detail"}
-    assert responses["201"]["headers"]["Idempotent-Replayed"]["schema"] == {"type": "string", "enum": ["true"]}
+    body = responses["422"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/Detail"}
+    replayed = responses["201"]["headers"]["Idempotent-Replayed"]
+    assert replayed["schema"] == {"type": "string", "enum": ["true"]}
 
 
 @pytest.mark.parametrize("path", CONDITIONAL_GETS)
@@ -235,7 +239,8 @@ def test_every_response_documents_x_request_id_and_retries_retry_after(served_sc
     for path, method, operation in operations(served_schema):
         for code, response in operation["responses"].items():
             headers = response["headers"]
-            assert headers["X-Request-ID"] == {"$ref": "#/components/headers/X-Request-ID"}, (path, method, code)
+            request_id = headers["X-Request-ID"]
+            assert request_id == {"$ref": "#/components/headers/X-Request-ID"}, (path, method, code)
             assert ("Retry-After" in headers) == (code in {"429", "503"}), (path, method, code)
 
 
