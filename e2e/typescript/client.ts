@@ -43,6 +43,8 @@ check(me.id === user.id, "the refreshed token's user");
 // A conversation with no body fields at all: the title is optional.
 const conversation = ok(await api.POST("/api/v1/conversations/", { body: {} }), 201, "create");
 check(conversation.title === "" && conversation.message_count === 0, "an untitled, empty conversation");
+const listed = ok(await api.GET("/api/v1/conversations/"), 200, "list");
+check(listed.results.some((c) => c.id === conversation.id) && listed.next === null, "the list shows it");
 const inConversation = { params: { path: { conversation_pk: conversation.id } } };
 
 async function append(body: components["schemas"]["MessageCreateRequest"], key?: string) {
