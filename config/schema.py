@@ -1,20 +1,41 @@
-"""Error answers in the OpenAPI schema, added to every operation by one rule each, so the
-schema documents every status the service can answer with (a schemathesis check)."""
+"""drf-spectacular postprocessing hooks: what every operation shares, added by one rule each,
+so that the schema documents every status the service can answer with, its body and its
+headers (a schemathesis check), and a client generated from it needs no cast.
 
+What one operation alone does (its 304 and ETag, Idempotency-Key, its 422) is declared on
+its view with ``extend_schema``."""
+
+import json
 from typing import Any
 
-ERROR_COMPONENT = "Error"
-ERROR_SCHEMA = {
-    "type": "object",
-    "description": 'Either {"detail": "…"} or field errors keyed by field name.',
-    "properties": {"detail": {"type": "string"}},
-    "additionalProperties": True,
+DETAIL_COMPONENT = "Detail"
+FIELD_ERRORS_COMPONENT = "FieldErrors"
+STRINGS = {"type": "array", "items": {"type": "string"}}
+SCHEMAS = {
+    DETAIL_COMPONENT: {
+        "type": "object",
+        "description": "An error that concerns no field in particular.",
+        "properties": {"detail": {"type": "string"}},
+        "required": ["detail"],
+    },
+    # DRF's ValidationError body: messages keyed by field name, nested for nested fields
+    # (a tool call's are keyed by its index, then by its own fields).
+    FIELD_ERRORS_COMPONENT: {
+        "type": "object",
+        "description": 'Messages keyed by field name, e.g. {"content": ["…"]}; {"detail": "…"} for '
+        "a body that is not JSON or a bad header.",
+        "properties": {"detail": {"type": "string"}, "non_field_errors": STRINGS},
+        "additionalProperties": {
+            "oneOf": [STRINGS, {"$ref": f"#/components/schemas/{FIELD_ERRORS_COMPONENT}"}]
+        },
+    },
 }
-# Operations answered 304 to a matching If-None-Match.
-CONDITIONAL = {
-    ("/api/v1/conversations/{id}/", "get"),
-    ("/api/v1/conversations/{conversation_pk}/messages/", "get"),
-    ("/api/v1/conversations/{id}/history/", "get"),
+HEADERS = {
+    "X-Request-ID": {
+        "description": "The request's X-Request-ID when it sent one, else a new id; in the audit log too.",
+        "schema": {"type": "string"},
+    },
+    "Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}},
 }
 DESCRIPTIONS = {
     "400": "Invalid input: malformed JSON, a field or query parameter out of its rules.",
@@ -26,6 +47,11 @@ DESCRIPTIONS = {
     "429": "Too many requests; see Retry-After.",
     "503": "The database cannot be reached; see Retry-After.",
 }
+RETRY_STATUSES = {"429", "503"}
+
+
+def ref(kind: str, name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/{kind}/{name}"}
 
 
 def error_statuses(path: str, method: str, operation: dict[str, Any]) -> list[str]:
@@ -43,15 +69,46 @@ def error_statuses(path: str, method: str, operation: dict[str, Any]) -> list[st
     return statuses
 
 
+def error_body(status: str) -> dict[str, Any]:
+    name = FIELD_ERRORS_COMPONENT if status == "400" else DETAIL_COMPONENT
+    return {"application/json": {"schema": ref("schemas", name)}}
+
+
+def complete_response(status: str, response: dict[str, Any]) -> None:
+    """Every error answer's body, and the headers that any answer of ``status`` carries."""
+    if int(status) >= 400:
+        response.setdefault("content", error_body(status))
+    headers = response.setdefault("headers", {})
+    headers["X-Request-ID"] = ref("headers", "X-Request-ID")
+    if status in RETRY_STATUSES:
+        headers["Retry-After"] = ref("headers", "Retry-After")
+
+
+def optional_without_default(schema: dict[str, Any]) -> None:
+    """A request field that may be left out, with its default told in words: openapi-typescript
+    makes a property with a ``default`` required (its defaultNonNullable), so ``body: {}``
+    would not compile where the API takes it."""
+    required = set(schema.get("required", []))
+    for name, field in schema.get("properties", {}).items():
+        if name not in required and "default" in field:
+            default = field.pop("default")
+            told = f"Default: {json.dumps(default)}."
+            field["description"] = " ".join(filter(None, [field.get("description"), told]))
+
+
 def add_error_responses(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """drf-spectacular postprocessing hook."""
-    result.setdefault("components", {}).setdefault("schemas", {})[ERROR_COMPONENT] = ERROR_SCHEMA
-    error_content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_COMPONENT}"}}}
+    components = result.setdefault("components", {})
+    components.setdefault("schemas", {}).update(SCHEMAS)
+    components.setdefault("headers", {}).update(HEADERS)
+    for name, schema in components["schemas"].items():
+        if name.endswith("Request"):  # COMPONENT_SPLIT_REQUEST's request bodies
+            optional_without_default(schema)
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             for status in error_statuses(path, method, operation):
-                responses.setdefault(status, {"description": DESCRIPTIONS[status], "content": error_content})
-            if (path, method) in CONDITIONAL:
-                responses.setdefault("304", {"description": "Not modified since the ETag in If-None-Match."})
+                responses.setdefault(status, {"description": DESCRIPTIONS[status]})
+            for status, response in responses.items():
+                complete_response(status, response)
     return result

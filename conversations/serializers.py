@@ -4,6 +4,7 @@ as the last line, in the database's constraints."""
 from collections.abc import Mapping
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from . import sizes
@@ -63,6 +64,12 @@ class ToolCallSerializer(ClosedSerializer):
     function = ToolCallFunctionSerializer()
 
 
+@extend_schema_field(ToolCallSerializer(many=True, allow_null=True))
+class ToolCallsField(serializers.JSONField):
+    """Stored tool calls, rendered as stored (they were validated on the way in); typed in the
+    schema as the list of calls they are."""
+
+
 class MessageCreateSerializer(serializers.Serializer[Any]):
     role = serializers.ChoiceField(choices=Role.choices)
     content = TextField(max_length=CONTENT_MAX_LENGTH, allow_null=True, allow_blank=True, default=None)
@@ -100,7 +107,7 @@ class MessageSerializer(serializers.Serializer[Any]):
     user_id = serializers.UUIDField(read_only=True)
     role = serializers.ChoiceField(choices=Role.choices, read_only=True)
     content = serializers.CharField(read_only=True, allow_null=True)
-    tool_calls = serializers.JSONField(read_only=True, allow_null=True)
+    tool_calls = ToolCallsField(read_only=True, allow_null=True)
     created_at = serializers.DateTimeField(read_only=True)
 
 

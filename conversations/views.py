@@ -38,6 +38,25 @@ IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 
 
+# The schema of a conditional GET (conditional.py): If-None-Match in, ETag out, 304.
+CONDITIONAL_PARAMETERS = [
+    OpenApiParameter(
+        "If-None-Match",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        description="An ETag of an earlier answer: a 304 with no body while nothing it shows has changed.",
+    ),
+    OpenApiParameter(
+        "ETag",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=[200, 304],
+        description="The version of this answer, for If-None-Match.",
+    ),
+]
+NOT_MODIFIED = OpenApiResponse(description="Not modified since the ETag in If-None-Match; no body.")
+
+
 class IdempotencyKeyConflict(APIException):
     status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
     default_detail = "This Idempotency-Key was used with another conversation or another request body."
@@ -120,7 +139,11 @@ class OwnedViewSet(viewsets.GenericViewSet[Any]):
         request=ConversationCreateSerializer,
         responses={201: ConversationSerializer},
     ),
-    retrieve=extend_schema(summary="Get a conversation"),
+    retrieve=extend_schema(
+        summary="Get a conversation",
+        parameters=CONDITIONAL_PARAMETERS,
+        responses={200: ConversationSerializer, 304: NOT_MODIFIED},
+    ),
     partial_update=extend_schema(
         summary="Rename a conversation",
         request=ConversationUpdateSerializer,
@@ -172,9 +195,10 @@ class ConversationViewSet(
                 OpenApiTypes.INT,
                 description=f"How many of the latest messages, 1 to {selectors.HISTORY_MAX_LIMIT} "
                 f"(default {selectors.HISTORY_DEFAULT_LIMIT}; larger is clamped).",
-            )
+            ),
+            *CONDITIONAL_PARAMETERS,
         ],
-        responses=HistorySerializer,
+        responses={200: HistorySerializer, 304: NOT_MODIFIED},
     )
     @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
     def history(self, request: Request, pk: str) -> Response:
@@ -219,7 +243,11 @@ class ConversationViewSet(
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List a conversation's messages, oldest first"),
+    list=extend_schema(
+        summary="List a conversation's messages, oldest first",
+        parameters=CONDITIONAL_PARAMETERS,
+        responses={200: MessageSerializer(many=True), 304: NOT_MODIFIED},
+    ),
     create=extend_schema(
         summary="Append a message",
         request=MessageCreateSerializer,
@@ -229,10 +257,19 @@ class ConversationViewSet(
                 OpenApiTypes.STR,
                 OpenApiParameter.HEADER,
                 description="Repeat a request safely: the same key and body replay the first answer.",
-            )
+            ),
+            OpenApiParameter(
+                "Idempotent-Replayed",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                response=[201],
+                enum=["true"],
+                description="true when this answer replays the first one for its Idempotency-Key.",
+            ),
         ],
         responses={
             201: MessageSerializer,
+            # Its body is config/schema.py's Detail, as every error's.
             422: OpenApiResponse(description="Idempotency-Key reused with another conversation or body."),
         },
     ),

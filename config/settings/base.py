@@ -283,6 +283,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # PATCH bodies keep their required fields (a rename needs its title).
     "COMPONENT_SPLIT_PATCH": False,
+    # Operation ids and tags without the version: conversations_list, not v1_conversations_list.
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.schema.add_error_responses",

@@ -2,6 +2,8 @@
 its request and response bodies."""
 
 import io
+import json
+import warnings
 
 import pytest
 from django.core.management import call_command
@@ -105,3 +107,149 @@ def test_every_operation_needs_a_bearer_token_except_auth(schema):
 
 def test_schema_is_served_to_anonymous_clients(client):
     assert client.get("/api/schema/", {"format": "json"}).status_code == status.HTTP_200_OK
+
+
+# --- a schema that generated clients can trust (issue 11) -----------------------------------
+
+TYPED = {"type", "$ref", "oneOf", "anyOf", "allOf"}
+CONDITIONAL_GETS = [
+    "/api/v1/conversations/{id}/",
+    "/api/v1/conversations/{conversation_pk}/messages/",
+    "/api/v1/conversations/{id}/history/",
+]
+APPEND = ("/api/v1/conversations/{conversation_pk}/messages/", "post")
+
+
+@pytest.fixture(scope="module")
+def served_schema(django_db_blocker):
+    """The schema as clients download it: JSON, as /api/schema/ renders it."""
+    from rest_framework.test import APIClient
+
+    with django_db_blocker.unblock():
+        response = APIClient().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == status.HTTP_200_OK
+    return json.loads(response.content)
+
+
+def operations(schema):
+    for path, methods in schema["paths"].items():
+        for method, operation in methods.items():
+            yield path, method, operation
+
+
+def untyped_schemas(node, where="#"):
+    """Where a property, an array's items, a map's values, or a parameter's, header's or
+    body's schema have no type: a generated client would make them ``unknown``."""
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from untyped_schemas(item, f"{where}/{index}")
+        return
+    if not isinstance(node, dict):
+        return
+    children = [(f"properties/{name}", value) for name, value in node.get("properties", {}).items()]
+    children += [
+        (k, node[k]) for k in ("items", "additionalProperties", "schema") if isinstance(node.get(k), dict)
+    ]
+    for key, child in children:
+        if not TYPED & set(child):
+            yield f"{where}/{key}"
+    for key, value in node.items():
+        yield from untyped_schemas(value, f"{where}/{key}")
+
+
+def test_every_field_of_every_schema_is_typed(served_schema):
+    assert list(untyped_schemas(served_schema)) == []
+
+
+def test_tool_calls_are_typed_as_a_nullable_list_of_calls(served_schema):
+    schemas = served_schema["components"]["schemas"]
+    tool_calls = schemas["Message"]["properties"]["tool_calls"]
+    assert tool_calls["type"] == "array"
+    assert tool_calls["nullable"] is True
+    call = schemas[tool_calls["items"]["$ref"].rsplit("/", 1)[1]]
+    assert set(call["required"]) == {"id", "type", "function"}
+    assert call["properties"]["id"]["type"] == "string"
+    assert schemas[call["properties"]["type"]["$ref"].rsplit("/", 1)[1]]["enum"] == ["function"]
+    function = schemas[call["properties"]["function"]["$ref"].rsplit("/", 1)[1]]
+    assert function["properties"] == {
+        "name": {"type": "string", "maxLength": 255},
+        "arguments": {"type": "string", "maxLength": 65536},
+    }
+    assert set(function["required"]) == {"name", "arguments"}
+
+
+def test_schema_passes_openapi_spec_validator_without_warnings(served_schema):
+    from openapi_spec_validator import OpenAPIV30SpecValidator, validate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        validate(served_schema, cls=OpenAPIV30SpecValidator)
+
+
+def test_operation_ids_read_well_in_a_generated_client(served_schema):
+    ids = {(path, method): op["operationId"] for path, method, op in operations(served_schema)}
+
+    assert ids[("/api/v1/conversations/", "get")] == "conversations_list"
+    assert ids[APPEND] == "conversations_messages_create"
+    assert ids[("/api/v1/auth/token/", "post")] == "auth_token_create"
+    assert not [i for i in ids.values() if i.startswith("v1_")]
+    assert len(set(ids.values())) == len(ids)
+
+
+def test_every_error_status_has_its_body(served_schema):
+    for path, method, operation in operations(served_schema):
+        for code, response in operation["responses"].items():
+            if int(code) < 400:
+                continue
+            body = response["content"]["application/json"]["schema"]["$ref"]
+            expected = "FieldErrors" if code == "400" else "Detail"
+            assert body == f"#/components/schemas/{expected}", (path, method, code)
+
+
+def test_error_bodies_are_detail_or_field_errors(served_schema):
+    schemas = served_schema["components"]["schemas"]
+    assert schemas["Detail"]["properties"] == {"detail": {"type": "string"}}
+    assert schemas["Detail"]["required"] == ["detail"]
+    field_errors = schemas["FieldErrors"]
+    assert field_errors["properties"]["detail"] == {"type": "string"}
+    assert field_errors["properties"]["non_field_errors"]["items"] == {"type": "string"}
+    # A field's messages, or a nested field's errors (a tool call's, keyed by its index).
+    assert {"type": "array", "items": {"type": "string"}} in field_errors["additionalProperties"]["oneOf"]
+
+
+def test_the_append_documents_its_422_and_replay_header(served_schema):
+    responses = served_schema["paths"][APPEND[0]][APPEND[1]]["responses"]
+    body = responses["422"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/Detail"}
+    replayed = responses["201"]["headers"]["Idempotent-Replayed"]
+    assert replayed["schema"] == {"type": "string", "enum": ["true"]}
+
+
+@pytest.mark.parametrize("path", CONDITIONAL_GETS)
+def test_conditional_gets_document_if_none_match_etag_and_304(served_schema, path):
+    operation = served_schema["paths"][path]["get"]
+    headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+    assert "If-None-Match" in headers
+    assert "ETag" in operation["responses"]["200"]["headers"]
+    assert "ETag" in operation["responses"]["304"]["headers"]
+    assert "content" not in operation["responses"]["304"]
+
+
+def test_every_response_documents_x_request_id_and_retries_retry_after(served_schema):
+    for path, method, operation in operations(served_schema):
+        for code, response in operation["responses"].items():
+            headers = response["headers"]
+            request_id = headers["X-Request-ID"]
+            assert request_id == {"$ref": "#/components/headers/X-Request-ID"}, (path, method, code)
+            assert ("Retry-After" in headers) == (code in {"429", "503"}), (path, method, code)
+
+
+def test_optional_request_fields_carry_no_default(served_schema):
+    """openapi-typescript makes a property with a default required: ``body: {}`` would not
+    compile for a conversation, whose title is optional."""
+    schemas = served_schema["components"]["schemas"]
+    assert "title" not in schemas["ConversationCreateRequest"].get("required", [])
+    for name, schema in schemas.items():
+        if name.endswith("Request"):
+            for field, value in schema.get("properties", {}).items():
+                assert "default" not in value, (name, field)
