@@ -3,8 +3,13 @@
 
 Each column was indexed only behind ``user_id`` or ``conversation_id``, so retention's
 "conversations last active before" and an operator's "messages since" read the whole table.
-B-tree, not BRIN: rows are not laid down in time order for long (retention frees pages that
-new rows then fill, an import keeps its old timestamps), and BRIN is PostgreSQL's only.
+B-tree, not BRIN. Measured on 1,000,000 rows in time order plus 150,000 single-row INSERTs:
+BRIN was 24 kB against 25 MB and its INSERTs cost less (50,000 took 0.36-0.61 s against
+0.61-0.70 s, 0.24-0.48 s with neither), but a "since" query read every block added since the
+last VACUUM (387 ms against 34 ms for a day's rows), and after VACUUM the planner chose the
+(conversation_id, created_at) composite over it. Rows also stop being laid down in time
+order once retention frees pages and an import keeps its old timestamps; and BRIN is
+PostgreSQL's only.
 """
 
 from django.conf import settings
