@@ -172,7 +172,7 @@ def assert_plan_uses(plan: str, index: str) -> None:
 @postgresql_only
 def test_retention_walks_the_latest_activity_index_across_users(conversations_over_time):
     """prune_conversations' batch, as it runs (the table owner, every user's rows): the
-    first 500 conversations last active a week ago or more, of 10,000 such."""
+    first 500 conversations last active a week ago or more, of about 3,000 such."""
     cutoff = timezone.now() - timedelta(days=7)
     with all_users(reason="explain retention's batch", atomic=True):
         plan = conversations_expired_batch(cutoff=cutoff, user=None, batch_size=500).explain()
