@@ -12,7 +12,8 @@ Runs inside ``scripts/with-postgres`` (a throwaway PostgreSQL 15 and its ``DATAB
    request (1), the agent's
    in-process calls against control P (5), a page at depth 500 by keyset and by OFFSET,
    the delete of a 100,000-message conversation (8), the latency of appends at 80% of
-   the peak rate (3), the workers' memory over 100,000 requests (7), and uvicorn workers
+   the peak rate (3), the appends' throughput with and without the time indexes of
+   migration 0006 (3c, their cost), the workers' memory over 100,000 requests (7), and uvicorn workers
    against gthread workers;
 4. prints one table, writes ``bench/results/results.json`` and ``bench/results/latency.png``.
 
@@ -53,6 +54,8 @@ from bench.loadgen import Target
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 TMP_DIR = RESULTS_DIR / "tmp"
+# The leading time indexes (conversations' migration 0006) that every append maintains.
+TIME_INDEXES = ("conversation_updated_idx", "conversation_created_idx", "message_created_idx")
 
 
 @dataclass(frozen=True)
@@ -608,6 +611,24 @@ class Bench:
         )
         self.figures["append"] = {**result, "at_80_percent": rated}
 
+    def time_indexes(self) -> None:
+        """What the time indexes cost an append: in each round, appends with them and
+        without them (dropped, then rebuilt), which half goes first alternating by round."""
+        targets = self.append_targets("/api/v1")
+        runs: dict[str, list[dict[str, Any]]] = {"with": [], "without": []}
+        for n in range(self.p.repeats):
+            for name in ("with", "without") if n % 2 == 0 else ("without", "with"):
+                with time_indexes_dropped() if name == "without" else contextlib.nullcontext():
+                    runs[name].append(
+                        self.wrk(targets, seconds=self.p.seconds, connections=self.p.connections)
+                    )
+        result = {name: loadgen.median_of(r) for name, r in runs.items()}
+        progress(
+            f"bench:   append with the time indexes {result['with']['rps']:.1f} req/s, "
+            f"without {result['without']['rps']:.1f} req/s"
+        )
+        self.figures["time_indexes"] = result
+
     def profile(self, srv: Any) -> None:
         """py-spy on one worker while wrk drives it: where a request's time goes."""
         seconds = float(os.environ.get("BENCH_PROFILE_SECONDS", self.p.profile_seconds))
@@ -703,6 +724,8 @@ class Bench:
             self.depth_and_delete()
             with self.step("append throughput and latency at 80% of the peak"):
                 self.appends()
+            with self.step("append throughput with and without the time indexes"):
+                self.time_indexes()
             with self.step("py-spy profiles"):
                 self.profile(srv)
             with self.step("memory over requests"):
@@ -712,6 +735,27 @@ class Bench:
         with self.step("uvicorn workers"):
             self.uvicorn()
         self.figures["seconds_total"] = time.perf_counter() - self.started
+
+
+@contextlib.contextmanager
+def time_indexes_dropped() -> Iterator[None]:
+    """The main database without the ``TIME_INDEXES`` for the block, as the models declare
+    them before and after (the harness connects as the tables' owner)."""
+    from django.db import connection
+
+    from conversations.models import Conversation, Message
+
+    indexes = [(m, i) for m in (Conversation, Message) for i in m._meta.indexes if i.name in TIME_INDEXES]
+    assert len(indexes) == len(TIME_INDEXES), indexes
+    with connection.schema_editor() as editor:
+        for model, index in indexes:
+            editor.remove_index(model, index)
+    try:
+        yield
+    finally:
+        with connection.schema_editor() as editor:
+            for model, index in indexes:
+                editor.add_index(model, index)
 
 
 def with_database(url: str, database: str) -> str:
@@ -854,6 +898,17 @@ def target_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
         else None,
         "printed",
         bool(rated),
+    )
+
+    with_, without = _get(figures, "time_indexes", "with"), _get(figures, "time_indexes", "without")
+    row(
+        "3c append throughput with time indexes / without",
+        f"with {with_['rps']:.0f} / without {without['rps']:.0f} req/s (medians); per-round ratios "
+        f"{', '.join(f'{r:.2f}' for r in round_ratios(with_, without))} -> {paired_ratio(with_, without):.2f}"
+        if with_ and without
+        else None,
+        "printed",
+        bool(with_ and without),
     )
 
     scale = _get(figures, "scale") or {}

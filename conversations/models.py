@@ -43,6 +43,10 @@ class Conversation(models.Model):
                 name="conversation_user_updated_idx",
             ),
             models.Index(fields=["user", "created_at", "id"], name="conversation_user_created_idx"),
+            # Across users by time (retention's prune, an operator's "created since"): without
+            # a user to lead with, the composites above cannot serve these.
+            models.Index(fields=["updated_at"], name="conversation_updated_idx"),
+            models.Index(fields=["created_at"], name="conversation_created_idx"),
         ]
         constraints = [
             # Referenced by the (conversation_id, user_id) foreign key of Message, which makes
@@ -92,6 +96,8 @@ class Message(models.Model):
         indexes = [
             models.Index(fields=["conversation", "created_at"], name="message_conversation_time_idx"),
             models.Index(fields=["conversation", "role", "seq"], name="message_conversation_role_idx"),
+            # Messages of every user since a time (an operator's query, across users).
+            models.Index(fields=["created_at"], name="message_created_idx"),
         ]
 
     def __str__(self) -> str:

@@ -4,6 +4,7 @@ This crosses users (``rls.all_users``) unless it is asked for one user's convers
 """
 
 import re
+import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -56,6 +57,19 @@ def _expired(*, cutoff: datetime, user: User | None) -> QuerySet[Conversation]:
     return conversations if user is None else conversations.filter(user=user)
 
 
+def conversations_expired_batch(
+    *, cutoff: datetime, user: User | None, batch_size: int
+) -> QuerySet[Conversation, uuid.UUID]:
+    """The ids of the next batch to prune, oldest activity first, locked as they are read.
+
+    Ordered by ``updated_at`` so that the batch is a walk of an index from its start, to
+    the batch's size: ``conversation_updated_idx`` across users, ``(user_id, updated_at)``
+    for one user. Unordered, PostgreSQL would read the table until it had found the batch.
+    """
+    expired = _expired(cutoff=cutoff, user=user).order_by("updated_at")
+    return expired.select_for_update().values_list("pk", flat=True)[:batch_size]
+
+
 def conversations_expired_count(*, cutoff: datetime, user: User | None = None) -> PruneCounts:
     """What ``conversations_prune`` would delete now: conversations last active before
     ``cutoff`` (of ``user``, or of everyone) and their messages. Two counts, no rows."""
@@ -86,11 +100,7 @@ def conversations_prune(
     totals = PruneCounts()
     while True:
         with _scope(user):
-            ids = list(
-                _expired(cutoff=cutoff, user=user)
-                .select_for_update()
-                .values_list("pk", flat=True)[:batch_size]
-            )
+            ids = list(conversations_expired_batch(cutoff=cutoff, user=user, batch_size=batch_size))
             if not ids:
                 return totals
             _, deleted = Conversation.objects.filter(pk__in=ids).delete()

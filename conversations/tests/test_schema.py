@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from conversations.models import Conversation, Message
+from conversations.retention import conversations_expired_batch
 from core.rls import all_users, user_scope
 
 from .factories import ConversationFactory
@@ -30,6 +31,10 @@ QUERY_PATTERNS = {
     "a conversation's messages by time range": ("conversations_message", ["conversation_id", "created_at"]),
     "a conversation's messages of one role": ("conversations_message", ["conversation_id", "role", "seq"]),
     "a user's messages (cascade, export)": ("conversations_message", ["user_id"]),
+    # Across users, by time: retention, an operator's "since" queries.
+    "every user's conversations by latest activity": ("conversations_conversation", ["updated_at"]),
+    "every user's conversations by creation": ("conversations_conversation", ["created_at"]),
+    "every user's messages since a time": ("conversations_message", ["created_at"]),
 }
 
 
@@ -132,3 +137,59 @@ def test_the_planner_knows_a_conversation_decides_its_messages_owner(large_histo
             estimate = cursor.fetchone()[0][0]["Plan"]["Plan Rows"]
         cursor.execute("RESET ROLE")
     assert estimate >= 5, estimate  # the conversation has 10 messages
+
+
+@pytest.fixture
+def conversations_over_time():
+    """20,000 conversations of 100 users, one a minute over the last two weeks, each active
+    since at some random time, with 3 messages each: written by SQL, as the bulk is the
+    point. Retention and an operator's "since" queries cross users (``all_users``)."""
+    users = User.objects.bulk_create(User(username=f"time{n}") for n in range(100))
+    with all_users(reason="fill the tables for EXPLAIN", atomic=True), connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO conversations_conversation "
+            "(id, user_id, title, created_at, updated_at, message_count) "
+            "SELECT gen_random_uuid(), (%s::uuid[])[1 + g %% 100], '', now() - g * interval '1 minute', "
+            "now() - random() * g * interval '1 minute', 3 FROM generate_series(1, 20000) g",
+            [[u.pk for u in users]],
+        )
+        cursor.execute(
+            "INSERT INTO conversations_message "
+            "(id, conversation_id, user_id, seq, role, content, created_at) "
+            "SELECT gen_random_uuid(), c.id, c.user_id, s, 'user', repeat('x', 100), "
+            "c.created_at + s * interval '1 second' "
+            "FROM conversations_conversation c, generate_series(1, 3) s"
+        )
+        cursor.execute("ANALYZE conversations_conversation")
+        cursor.execute("ANALYZE conversations_message")
+
+
+def assert_plan_uses(plan: str, index: str) -> None:
+    assert f"Index Scan using {index} " in plan or f"Index Scan on {index}" in plan, plan
+    assert "Seq Scan" not in plan, plan
+
+
+@postgresql_only
+def test_retention_walks_the_latest_activity_index_across_users(conversations_over_time):
+    """prune_conversations' batch, as it runs (the table owner, every user's rows): the
+    first 500 conversations last active a week ago or more, of about 3,000 such."""
+    cutoff = timezone.now() - timedelta(days=7)
+    with all_users(reason="explain retention's batch", atomic=True):
+        plan = conversations_expired_batch(cutoff=cutoff, user=None, batch_size=500).explain()
+    assert_plan_uses(plan, "conversation_updated_idx")
+
+
+@postgresql_only
+def test_conversations_created_since_use_the_creation_index(conversations_over_time):
+    since = timezone.now() - timedelta(hours=2)
+    with all_users(reason="explain an operator's query", atomic=True):
+        plan = Conversation.objects.filter(created_at__gte=since).order_by("created_at").explain()
+    assert_plan_uses(plan, "conversation_created_idx")
+
+
+@postgresql_only
+def test_messages_since_use_the_message_time_index(conversations_over_time):
+    since = timezone.now() - timedelta(hours=2)
+    with all_users(reason="explain an operator's query", atomic=True):
+        plan = Message.objects.filter(created_at__gte=since).order_by("created_at").explain()
+    assert_plan_uses(plan, "message_created_idx")
