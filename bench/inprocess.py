@@ -4,7 +4,8 @@
   ``CaptureQueriesContext`` (the whole middleware and DRF stack, one request at a time);
 - the agent's view: ``selectors.history_load`` and ``selectors.message_list`` against
   control P, langchain-postgres ``PostgresChatMessageHistory`` on the same messages;
-- deleting a large conversation through ``services.conversation_delete``.
+- deleting a large conversation through ``services.conversation_delete``;
+- each hand-written data statement against its ORM twin (``statement_figures``).
 
 Once row-level security lands, in-process ORM calls must run inside
 ``core.rls.user_scope(user)``; ``user_scope`` below uses it when the module exists

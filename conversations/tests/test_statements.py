@@ -1,8 +1,10 @@
 """Each hand-written statement of ``conversations.statements`` answers exactly what its ORM
 twin answers (same rows, same values, same types), on SQLite and on PostgreSQL."""
 
+import re
 import uuid
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -173,3 +175,29 @@ def test_another_users_conversation_cannot_be_counted_by_either_under_row_level_
     now = chat.updated_at + timedelta(seconds=1)
     with user_scope(UserFactory.create()):
         assert counted(chat.user.pk, chat.pk, now)[:2] == (None, None)
+
+
+# Where the service's code may hand SQL to the database itself: the hand-written data
+# statements, and the SQL that the ORM cannot express (README, Performance).
+RAW_SQL_ALLOWED = {
+    "accounts/statements.py": "the token's user lookup",
+    "conversations/statements.py": "history window, message count, the append's UPDATE",
+    "core/rls.py": "set_config",
+    "core/health.py": "the health probe",
+    "conversations/roles.py": "the serving role's grants",
+    "conversations/checks.py": "the system check's role query",
+    "conversations/portability.py": "an export's SET TRANSACTION",
+}
+RAW_SQL = re.compile(r"\.execute\(|\.raw\(|\bRawSQL\b|\.extra\(")
+
+
+def test_raw_sql_appears_only_where_listed():
+    root = Path(__file__).resolve().parents[2]
+    found = {
+        str(path.relative_to(root))
+        for package in ("accounts", "conversations", "core", "config")
+        for path in (root / package).rglob("*.py")
+        if not {"tests", "migrations"} & set(path.relative_to(root).parts)
+        and RAW_SQL.search(path.read_text())
+    }
+    assert found == set(RAW_SQL_ALLOWED)
