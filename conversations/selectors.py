@@ -99,14 +99,15 @@ def history_window(*, user: User, conversation_id: uuid.UUID | str, limit: int) 
         last_seq = newest[0] if newest else 0
         # API_MAX_RESPONSE_BYTES: the oldest messages give way, and are never decoded.
         taken = itertools.chain([newest], rows) if newest else rows
-        messages = sizes.leading_items_within((_chat_message(*row) for row in taken), sizes.answer_budget())
+        chat = (_chat_message(role, content, calls) for _, role, content, calls in taken)
+        messages = sizes.leading_items_within(chat, sizes.answer_budget())
         rows.close()
         ensure_conversation(user=user, conversation_id=conversation_id, found_rows=newest is not None)
     messages.reverse()
     return HistoryWindow(messages=messages, last_seq=last_seq)
 
 
-def _chat_message(_seq: int, role: str, content: str | None, tool_calls: Any) -> ChatMessage:
+def _chat_message(role: str, content: str | None, tool_calls: Any) -> ChatMessage:
     message: ChatMessage = {"role": role, "content": content}
     if tool_calls:
         message["tool_calls"] = tool_calls

@@ -9,8 +9,8 @@ from django.utils import timezone
 
 from accounts import statements
 from accounts.models import User
+from conftest import assert_same
 from conversations.tests.factories import UserFactory
-from conversations.tests.test_statements import assert_same
 
 pytestmark = pytest.mark.django_db
 

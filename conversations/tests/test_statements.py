@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.db import connection, transaction
 
+from conftest import assert_same
 from conversations import statements
 from conversations.models import Conversation
 from conversations.services import message_append
@@ -23,21 +24,6 @@ TOOL_CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", 
 on_postgresql = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="row-level security is PostgreSQL's"
 )
-
-
-def assert_same(hand: Any, orm: Any) -> None:
-    """Equal, and of the same types all the way down; datetimes aware, at the same offset."""
-    assert hand == orm
-    assert type(hand) is type(orm), (hand, orm)
-    if isinstance(hand, list | tuple):
-        for h, o in zip(hand, orm, strict=True):
-            assert_same(h, o)
-    elif isinstance(hand, dict):
-        for k in hand:
-            assert_same(hand[k], orm[k])
-    elif isinstance(hand, datetime):
-        assert hand.tzinfo is not None
-        assert hand.utcoffset() == orm.utcoffset()
 
 
 @pytest.fixture
