@@ -1,5 +1,7 @@
 import shutil
 from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
 
 import pytest
 from django.db import connection, connections
@@ -67,6 +69,21 @@ def assert_data_queries():
         assert len(queries) <= most, "\n".join(queries)
 
     return check
+
+
+def assert_same(hand: Any, orm: Any) -> None:
+    """Equal, and of the same types all the way down; datetimes aware, at the same offset."""
+    assert hand == orm
+    assert type(hand) is type(orm), (hand, orm)
+    if isinstance(hand, list | tuple):
+        for h, o in zip(hand, orm, strict=True):
+            assert_same(h, o)
+    elif isinstance(hand, dict):
+        for k in hand:
+            assert_same(hand[k], orm[k])
+    elif isinstance(hand, datetime):
+        assert hand.tzinfo is not None
+        assert hand.utcoffset() == orm.utcoffset()
 
 
 def client_for(user: User) -> APIClient:

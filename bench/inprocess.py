@@ -4,7 +4,8 @@
   ``CaptureQueriesContext`` (the whole middleware and DRF stack, one request at a time);
 - the agent's view: ``selectors.history_load`` and ``selectors.message_list`` against
   control P, langchain-postgres ``PostgresChatMessageHistory`` on the same messages;
-- deleting a large conversation through ``services.conversation_delete``.
+- deleting a large conversation through ``services.conversation_delete``;
+- each hand-written data statement against its ORM twin (``statement_figures``).
 
 Once row-level security lands, in-process ORM calls must run inside
 ``core.rls.user_scope(user)``; ``user_scope`` below uses it when the module exists
@@ -20,9 +21,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from accounts.models import User
 from conversations import selectors, services
@@ -225,4 +227,82 @@ def delete_conversation(*, user: User, conversation_id: str, messages: int) -> d
         "work_statements": sum(1 for s in statements if classify(s) != "transaction"),
         "sql": [s[:300] for s in statements],
         "user_scope": "core.rls.user_scope" if USER_SCOPE_AVAILABLE else "missing (no RLS module)",
+    }
+
+
+# -- hand-written statements against their ORM twins ------------------------------------------
+
+# A hand-written statement is kept only where it takes at most this share of its ORM twin's
+# time per call (at least 15% less); otherwise it goes back to the ORM.
+KEEP_AT_MOST = 0.85
+
+
+def _time_turns(
+    calls: dict[str, Callable[[], object]], rounds: int, block: Callable[[], Any] = contextlib.nullcontext
+) -> dict[str, dict[str, float]]:
+    """Each call timed ``rounds`` times, the calls taking turns, each inside a fresh
+    ``block()`` that is not timed (a transaction to roll back, for a write)."""
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for round_ in range(rounds + 1):
+        for name, call in calls.items():
+            with block():
+                started = time.perf_counter()
+                call()
+                elapsed = time.perf_counter() - started
+            if round_:  # the first round warms: statement caches, the pool's connection
+                samples[name].append(elapsed * 1000)
+    return {name: {"median_ms": statistics.median(s), "runs": float(len(s))} for name, s in samples.items()}
+
+
+@contextlib.contextmanager
+def _rolled_back() -> Iterator[None]:
+    with transaction.atomic():
+        yield
+        transaction.set_rollback(True)
+
+
+def statement_figures(*, user: User, conversation_id: str, rounds: int) -> dict[str, Any]:
+    """Each hot data statement, hand-written against its ORM twin, on one conversation (the
+    longest up to 1,000 messages): the median time per call of each, and their ratio."""
+    figures: dict[str, Any] = {"rounds": rounds, "keep_at_most": KEEP_AT_MOST}
+    with user_scope(user):  # the connection's identity, as an API request's lookup leaves it
+        for name, (hand, orm, block) in _statement_pairs(user=user, conversation_id=conversation_id).items():
+            timed = _time_turns({"hand": hand, "orm": orm}, rounds, block)
+            hand_ms, orm_ms = timed["hand"]["median_ms"], timed["orm"]["median_ms"]
+            figures[name] = {"hand_ms": hand_ms, "orm_ms": orm_ms, "hand_over_orm": hand_ms / orm_ms}
+    return figures
+
+
+def _statement_pairs(
+    *, user: User, conversation_id: str
+) -> dict[str, tuple[Callable[[], object], Callable[[], object], Callable[[], Any]]]:
+    """name: (the hand-written statement, its ORM twin, the block each call runs in)."""
+    from accounts import statements as accounts
+    from conversations import statements
+
+    now = timezone.now()
+    uid, cid = user.pk, conversation_id
+    nothing = contextlib.nullcontext
+    return {
+        # With the identity, as every API request runs it (outside any transaction).
+        "user_lookup": (
+            lambda: accounts.user_row(user.pk, identify=True),
+            lambda: accounts.user_row_orm(user.pk, identify=True),
+            nothing,
+        ),
+        "history_window": (
+            lambda: list(statements.history_rows(user_id=uid, conversation_id=cid, limit=50)),
+            lambda: list(statements.history_rows_orm(user_id=uid, conversation_id=cid, limit=50)),
+            nothing,
+        ),
+        "message_count": (
+            lambda: statements.message_count(user_id=uid, conversation_id=cid),
+            lambda: statements.message_count_orm(user_id=uid, conversation_id=cid),
+            nothing,
+        ),
+        "append_count": (
+            lambda: statements.count_message(user_id=uid, conversation_id=cid, now=now),
+            lambda: statements.count_message_orm(user_id=uid, conversation_id=cid, now=now),
+            _rolled_back,
+        ),
     }

@@ -13,8 +13,9 @@ Runs inside ``scripts/with-postgres`` (a throwaway PostgreSQL 15 and its ``DATAB
    in-process calls against control P (5), a page at depth 500 by keyset and by OFFSET,
    the delete of a 100,000-message conversation (8), the latency of appends at 80% of
    the peak rate (3), the appends' throughput with and without the time indexes of
-   migration 0006 (3c, their cost), the workers' memory over 100,000 requests (7), and uvicorn workers
-   against gthread workers;
+   migration 0006 (3c, their cost), the workers' memory over 100,000 requests (7), uvicorn
+   workers against gthread workers, and each hand-written data statement against its ORM
+   twin (9);
 4. prints one table, writes ``bench/results/results.json`` and ``bench/results/latency.png``.
 
 Figures are ratios within one run: the machine is shared and noisy. wrk (and hey for the
@@ -551,6 +552,32 @@ class Bench:
         self.figures["agent"] = next(iter(by_role.values()))
         self.figures["agent_by_role"] = by_role
 
+    def statement_timings(self) -> None:
+        """Each hand-written data statement against its ORM twin (``bench.statement_timings``),
+        as the serving role when there is one, on the conversation of the agent's figures."""
+        longest = max((c for c in self.conversations if c.length <= 1000), key=lambda c: c.length)
+        rounds = str(self.p.agent_repeat * STATEMENT_ROUNDS_PER_AGENT_REPEAT)
+        role = "app" if os.environ.get("DATABASE_APP_URL") else "owner"
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.statement_timings", longest.user_id, longest.id, rounds],
+            cwd=BENCH_DIR.parent,
+            env={**os.environ, "DJANGO_DATABASE_ROLE": role},
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH_STATEMENTS ")]
+        if not lines:
+            raise RuntimeError(f"bench.statement_timings printed nothing: {done.stderr[-3000:]}")
+        figures = self.figures["statements"] = json.loads(lines[-1].removeprefix("BENCH_STATEMENTS "))
+        for name in STATEMENTS:
+            f = figures[name]
+            progress(
+                f"bench:   {name:16s} hand-written {f['hand_ms']:.3f} ms, ORM {f['orm_ms']:.3f} ms "
+                f"= {f['hand_over_orm']:.2f}"
+            )
+
     def depth_and_delete(self) -> None:
         owner = self.users[-1]
         big = load_conversation(
@@ -721,6 +748,8 @@ class Bench:
                 self.in_process()
             with self.step("agent: in-process selectors against langchain-postgres"):
                 self.agent()
+            with self.step("hand-written statements against their ORM twins"):
+                self.statement_timings()
             self.depth_and_delete()
             with self.step("append throughput and latency at 80% of the peak"):
                 self.appends()
@@ -1029,6 +1058,40 @@ def target_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
         )
     else:
         row("data: load via COPY", None, "< 60 s, 0 broken", False)
+    rows.extend(statement_rows(figures))
+    return rows
+
+
+# The hand-written data statements (bench.inprocess.statement_figures), as the table names them.
+STATEMENTS = {
+    "user_lookup": "token's user lookup",
+    "history_window": "history window",
+    "message_count": "revalidation's count",
+    "append_count": "append's UPDATE",
+}
+# Calls of each statement and of its twin per call of the agent's figures (smoke 300, full 3,000).
+STATEMENT_ROUNDS_PER_AGENT_REPEAT = 30
+
+
+def statement_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per hand-written statement: its median time per call beside its ORM twin's;
+    met while it still pays (at most ``keep_at_most`` of the twin's time)."""
+    timed = _get(figures, "statements") or {}
+    rows = []
+    for i, (name, label) in enumerate(STATEMENTS.items()):
+        f = timed.get(name)
+        figure, met = None, False
+        if f:
+            figure = (
+                f"hand-written {f['hand_ms']:.3f} ms, ORM twin {f['orm_ms']:.3f} ms "
+                f"= {f['hand_over_orm']:.2f} (median of {timed['rounds']:,} calls each, "
+                f"role {timed.get('database_role')})"
+            )
+            met = f["hand_over_orm"] <= timed["keep_at_most"]
+        goal = f"hand <= {timed.get('keep_at_most', 0.85):.2f}x ORM"
+        rows.append(
+            {"name": f"9{'abcd'[i]} SQL by hand: {label}", "figure": figure, "target": goal, "met": met}
+        )
     return rows
 
 

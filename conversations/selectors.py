@@ -6,29 +6,23 @@ a lazy QuerySet must be evaluated inside ``rls.user_scope(user)`` (the API views
 the whole request); the others run in one themselves.
 """
 
-import functools
-import json
+import itertools
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import connections
 from django.db.models import QuerySet
 
 from accounts.models import User
-from core import audit, sql
+from core import audit
 from core.rls import user_scope
 
-from . import sizes
+from . import sizes, statements
 from .models import Conversation, Message
 
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 500
-# Rows of the history taken from the database cursor at a time: a window cut short by
-# API_MAX_RESPONSE_BYTES leaves the rest unread (on SQLite, also unfetched).
-HISTORY_FETCH_ROWS = 100
 
 ChatMessage = dict[str, Any]
 
@@ -48,28 +42,11 @@ def conversation_message_count(*, user: User, conversation_id: uuid.UUID | str) 
     """How many messages the conversation has, which versions its history (``seq`` is
     gap-free): one row by key, the whole of a conditional request's 304. Raises
     ``Conversation.DoesNotExist`` when the conversation is not the user's."""
-    connection = connections[Conversation.objects.db]
-    params = [
-        sql.db_value(Conversation, "id", conversation_id, connection),
-        sql.db_value(Conversation, "user", user.pk, connection),
-    ]
-    with user_scope(user), connection.cursor() as cursor:
-        cursor.execute(_message_count_sql(connection.alias), params)
-        row = cursor.fetchone()
-    if row is None:
+    with user_scope(user):
+        count = statements.message_count(user_id=user.pk, conversation_id=conversation_id)
+    if count is None:
         raise Conversation.DoesNotExist
-    count: int = row[0]
     return count
-
-
-@functools.cache
-def _message_count_sql(using: str) -> str:
-    """Written once per database, like ``_history_sql``: it answers every revalidation."""
-    connection = connections[using]
-    count, key, owner = (
-        sql.column(Conversation, name, connection) for name in ("message_count", "id", "user")
-    )
-    return f"SELECT {count} FROM {sql.table(Conversation, connection)} WHERE {key} = %s AND {owner} = %s"  # noqa: S608
 
 
 def message_list(*, user: User, conversation_id: uuid.UUID | str) -> QuerySet[Message]:
@@ -116,53 +93,24 @@ def history_window(*, user: User, conversation_id: uuid.UUID | str, limit: int) 
     """``history_load`` with the version of what it returned, for conditional requests."""
     if not 1 <= limit <= HISTORY_MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {HISTORY_MAX_LIMIT}")
-    connection = connections[Message.objects.db]
-    params = [
-        sql.db_value(Message, "conversation", conversation_id, connection),
-        sql.db_value(Message, "user", user.pk, connection),
-        limit,
-    ]
     with user_scope(user):
-        with connection.cursor() as cursor:
-            cursor.execute(_history_sql(connection.alias), params)
-            rows = cursor.fetchmany(HISTORY_FETCH_ROWS)
-            last_seq = rows[0][0] if rows else 0
-            # API_MAX_RESPONSE_BYTES: the oldest messages give way, and are never decoded.
-            messages = sizes.leading_items_within(_chat_messages(rows, cursor), sizes.answer_budget())
-        ensure_conversation(user=user, conversation_id=conversation_id, found_rows=bool(rows))
+        rows = statements.history_rows(user_id=user.pk, conversation_id=conversation_id, limit=limit)
+        newest = next(rows, None)
+        last_seq = newest[0] if newest else 0
+        # API_MAX_RESPONSE_BYTES: the oldest messages give way, and are never decoded.
+        taken = itertools.chain([newest], rows) if newest else rows
+        chat = (_chat_message(role, content, calls) for _, role, content, calls in taken)
+        messages = sizes.leading_items_within(chat, sizes.answer_budget())
+        rows.close()
+        ensure_conversation(user=user, conversation_id=conversation_id, found_rows=newest is not None)
     messages.reverse()
     return HistoryWindow(messages=messages, last_seq=last_seq)
 
 
-def _chat_messages(rows: list[tuple[Any, ...]], cursor: Any) -> Iterator[ChatMessage]:
-    """The history's rows as chat messages, newest first: ``rows``, then the rest of
-    ``cursor`` a batch at a time, each decoded only when it is taken."""
-    while rows:
-        for _, role, content, tool_calls in rows:
-            yield _chat_message(role, content, tool_calls)
-        rows = cursor.fetchmany(HISTORY_FETCH_ROWS) if len(rows) == HISTORY_FETCH_ROWS else []
-
-
-@functools.cache
-def _history_sql(using: str) -> str:
-    """The newest messages of a conversation, newest first: the agent's hottest read, written
-    once per database rather than built through the ORM on every call (which cost more than
-    the query)."""
-    connection = connections[using]
-    names = ("seq", "role", "content", "tool_calls", "conversation", "user")
-    seq, role, content, tool_calls, conversation, owner = (sql.column(Message, n, connection) for n in names)
-    return (
-        f"SELECT {seq}, {role}, {content}, {tool_calls} FROM {sql.table(Message, connection)} "  # noqa: S608
-        f"WHERE {conversation} = %s AND {owner} = %s ORDER BY {seq} DESC LIMIT %s"
-    )
-
-
-def _chat_message(role: str, content: str | None, tool_calls: str | None) -> ChatMessage:
+def _chat_message(role: str, content: str | None, tool_calls: Any) -> ChatMessage:
     message: ChatMessage = {"role": role, "content": content}
-    if tool_calls is not None:  # the raw cursor hands JSON over as text, on both databases
-        calls = json.loads(tool_calls)
-        if calls:
-            message["tool_calls"] = calls
+    if tool_calls:
+        message["tool_calls"] = tool_calls
     return message
 
 

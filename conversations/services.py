@@ -6,7 +6,6 @@ The ``a``-prefixed twins run the same code from asyncio, in Django's sync thread
 transactions and row locks are not available to Django's async ORM.
 """
 
-import functools
 import hashlib
 import json
 import uuid
@@ -15,15 +14,16 @@ from datetime import datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from accounts.models import User
-from core import audit, sql
+from core import audit
 from core.rls import user_scope
 
+from . import statements
 from .models import Conversation, IdempotencyKey, Message
 
 ToolCalls = list[dict[str, Any]]
@@ -185,35 +185,10 @@ def _count_message(*, user: User, conversation_id: uuid.UUID | str) -> tuple[int
     increasing, and ``created_at`` never goes backwards however coarse or unsteady the
     clock. Raises ``Conversation.DoesNotExist`` when the conversation is not ``user``'s.
     """
-    connection = connections[Conversation.objects.db]
-    params = [
-        connection.ops.adapt_datetimefield_value(timezone.now()),
-        sql.db_value(Conversation, "id", conversation_id, connection),
-        sql.db_value(Conversation, "user", user.pk, connection),
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(_count_message_sql(connection.alias), params)
-        row = cursor.fetchone()
-    if row is None:
+    counted = statements.count_message(user_id=user.pk, conversation_id=conversation_id, now=timezone.now())
+    if counted is None:
         raise Conversation.DoesNotExist
-    seq, updated_at = row
-    return seq, sql.from_db(Conversation, "updated_at", updated_at, connection)
-
-
-@functools.cache
-def _count_message_sql(using: str) -> str:
-    """The append's UPDATE … RETURNING, written once per database (Django's update() cannot
-    return values)."""
-    connection = connections[using]
-    count, updated_at, key, owner = (
-        sql.column(Conversation, name, connection) for name in ("message_count", "updated_at", "id", "user")
-    )
-    greatest = "MAX" if connection.vendor == "sqlite" else "GREATEST"  # as Django's Greatest does
-    return (
-        f"UPDATE {sql.table(Conversation, connection)} "  # noqa: S608 (names from the model)
-        f"SET {count} = {count} + 1, {updated_at} = {greatest}(%s, {updated_at}) "
-        f"WHERE {key} = %s AND {owner} = %s RETURNING {count}, {updated_at}"
-    )
+    return counted
 
 
 aconversation_create = sync_to_async(conversation_create)

@@ -37,7 +37,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 if TYPE_CHECKING:  # The settings import this module (the pool's reset): no models at import time.
-    from django.db.models import Model
+    from django.db.models import Func, Model
 
 
 USER_SETTING = "app.user_id"
@@ -100,6 +100,21 @@ def identity_sql(user_id_expression: str) -> str:
     """A select-list item that makes ``user_id_expression`` the connection's identity; the
     caller calls ``remember_identity`` once the statement has run."""
     return f"set_config('{USER_SETTING}', {user_id_expression}::text, false) AS rls_identity"
+
+
+def identity_expression(user_id_field: str = "pk") -> "Func":
+    """``identity_sql`` as an ORM expression, for ``QuerySet.annotate``: the same select-list
+    item, built by the ORM."""
+    from django.db.models import F, Func, TextField, Value
+    from django.db.models.functions import Cast
+
+    return Func(
+        Value(USER_SETTING),
+        Cast(F(user_id_field), TextField()),
+        Value(False),
+        function="set_config",
+        output_field=TextField(),
+    )
 
 
 def remember_identity(connection: BaseDatabaseWrapper, user_id: str) -> None:

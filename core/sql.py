@@ -1,7 +1,7 @@
-"""Helpers for the few statements written by hand on the hot paths (history, revalidation,
-append): the ORM builds the same SQL on every call, which cost more than running it. The
-statements are written once per database from the models' own names, and their values are
-adapted as the models' fields adapt them."""
+"""Helpers for the few data statements written by hand on the hot paths, where the ORM's
+building of the same query on every call costs more than running it (``accounts/statements.py``,
+``conversations/statements.py``): they are written once per database from the models' own
+names, and their values are adapted and converted as the models' fields do it."""
 
 # The settings import this module (through rls), before django-stubs-ext makes Field subscriptable.
 from __future__ import annotations
