@@ -7,6 +7,7 @@ from django.db.models.functions import Lower
 # The unique index of usernames folded to lower case: registration checks against the same
 # expression (accounts.services.username_taken), so this index serves that lookup too.
 USERNAME_LOWER_UNIQUE = "accounts_user_username_lower_unique"
+USERNAME_TAKEN = "A user with that username already exists."
 
 
 class User(AbstractUser):
@@ -38,6 +39,6 @@ class User(AbstractUser):
             models.UniqueConstraint(
                 Lower("username"),
                 name=USERNAME_LOWER_UNIQUE,
-                violation_error_message="A user with that username already exists.",
+                violation_error_message=USERNAME_TAKEN,
             )
         ]

@@ -13,12 +13,11 @@ from rest_framework_simplejwt import settings as simplejwt_settings
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from accounts.models import User
+from accounts.models import USERNAME_TAKEN, User
 from core.rls import user_scope
 
 # Usernames of accounts made for external tokens; registration may not take them.
 EXTERNAL_USERNAME_PREFIX = "ext-"
-USERNAME_TAKEN = "A user with that username already exists."
 
 
 class ExternalUserConflict(Exception):

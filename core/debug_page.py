@@ -7,7 +7,10 @@ from django.views.debug import SafeExceptionReporterFilter
 
 class ExceptionReporterFilter(SafeExceptionReporterFilter):
     """Django's filter, which hides settings and request META entries named like keys and
-    passwords, also hiding those named ``…_URL``: DATABASE_URL, DATABASE_APP_URL and REDIS_URL
-    may carry a password, and runserver's META holds the process's whole environment."""
+    passwords, also hiding those named ``…_URL`` or ``LOCATION``: DATABASE_URL, DATABASE_APP_URL
+    and REDIS_URL (which CACHES repeats as its LOCATION) may carry a password, and runserver's
+    META holds the process's whole environment."""
 
-    hidden_settings = re.compile(rf"{SafeExceptionReporterFilter.hidden_settings.pattern}|_URL$", flags=re.I)
+    hidden_settings = re.compile(
+        rf"{SafeExceptionReporterFilter.hidden_settings.pattern}|_URL$|^LOCATION$", flags=re.I
+    )

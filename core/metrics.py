@@ -19,10 +19,12 @@ Unset, the process's own registry is served (runserver, tests).
 
 Who may scrape: loopback clients (when ``METRICS_ALLOW_LOOPBACK`` is on: by default, not in
 production), clients from ``METRICS_ALLOWED_NETWORKS`` (CIDR list), and requests with
-``Authorization: Bearer <METRICS_TOKEN>``; anyone else gets 403. The client is judged by
-``core.client.client_address``: the peer, or behind ``API_TRUSTED_PROXIES`` proxies the
-client they name. Behind a proxy on the same host every peer is loopback, so the peer alone
-would let every outside client in.
+``Authorization: Bearer <METRICS_TOKEN>``; anyone else gets 403. The client is the
+connection's peer, never an X-Forwarded-For entry: the shipped proxy (deploy/nginx) does not
+pass /metrics on, so scrapers come straight to the service and a forwarded address would be
+their own word. Behind a proxy on the same host that did pass it on, every peer would be
+loopback: hence production's METRICS_ALLOW_LOOPBACK off (and ``check --deploy``'s
+operations.W001 when it is on).
 """
 
 import hmac
@@ -50,8 +52,6 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-
-from core.client import client_address
 
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -189,8 +189,10 @@ def scrape_allowed(request: HttpRequest) -> bool:
         scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(sent.strip().encode(), token.encode()):
             return True
+    # The peer only, never X-Forwarded-For: the shipped proxy does not pass /metrics on, so a
+    # scrape comes straight to the service and any forwarded address in it is the caller's own.
     try:
-        address = ipaddress.ip_address(client_address(request))
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
     except ValueError:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

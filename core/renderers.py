@@ -9,12 +9,17 @@ class EscapedJSONRenderer(JSONRenderer):
 
 
 class SafeJSONRenderer(JSONRenderer):
-    """UTF-8 JSON that cannot fail on text UTF-8 cannot encode.
+    """UTF-8 JSON that cannot fail on text UTF-8 cannot encode, always compact.
 
     A lone surrogate can arrive in a request (JSON allows ``"\\ud800"``) and be echoed
     back in an error message; such a body is rendered with ``\\u`` escapes instead of
-    raising UnicodeEncodeError, which would turn a 400 into a 500.
+    raising UnicodeEncodeError, which would turn a 400 into a 500. DRF would indent on
+    request (``Accept: application/json; indent=8``), growing an answer past
+    ``API_MAX_RESPONSE_BYTES``, which counts compact JSON: the indent is not taken.
     """
+
+    def get_indent(self, accepted_media_type: str, renderer_context: Mapping[str, Any]) -> None:
+        return None
 
     def render(
         self,

@@ -12,6 +12,7 @@ faster way to guess the password than the login.
 """
 
 import hashlib
+import ipaddress
 import unicodedata
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -28,11 +29,30 @@ from core.client import client_address
 USERNAME_KEY_LENGTH = 256
 
 
+# An IPv6 client usually holds a whole /64 (the smallest prefix a site is handed), so
+# counting per address would give it 2**64 quotas.
+IPV6_CLIENT_PREFIX = 64
+
+
 class ClientAddressIdent:
-    """Names an anonymous client by the address ``core.client`` trusts."""
+    """Names an anonymous client by the address ``core.client`` trusts: an IPv4 address, or
+    the /64 network of an IPv6 one."""
 
     def get_ident(self, request: Request) -> str:
-        return client_address(request._request)
+        return throttle_ident(client_address(request._request))
+
+
+def throttle_ident(address: str) -> str:
+    """``address`` as one quota: itself for IPv4 (also IPv4-mapped IPv6), its /64 for IPv6."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, IPV6_CLIENT_PREFIX), strict=False))
+    return str(parsed)
 
 
 class AnonRateThrottle(ClientAddressIdent, throttling.AnonRateThrottle):

@@ -153,3 +153,15 @@ def test_password_changes_spend_the_accounts_login_quota():
     assert set(guesses[LOGIN_RATE:]) == {status.HTTP_429_TOO_MANY_REQUESTS}
     # The same account's login bucket is spent: logging in with the right password waits too.
     assert_throttled(login(user.username, TEST_PASSWORD, peer="198.51.100.20"))
+
+
+def test_an_ipv6_client_gets_one_quota_for_its_whole_64():
+    """Its 2**64 addresses would otherwise be 2**64 quotas."""
+    statuses = [
+        login(f"victim{n}", peer=f"2001:db8:1:2::{n + 1:x}").status_code for n in range(LOGIN_RATE + 3)
+    ]
+
+    assert statuses[:LOGIN_RATE] == [status.HTTP_401_UNAUTHORIZED] * LOGIN_RATE
+    assert set(statuses[LOGIN_RATE:]) == {status.HTTP_429_TOO_MANY_REQUESTS}
+    # Another /64 has a quota of its own.
+    assert login("victim-x", peer="2001:db8:1:3::1").status_code == status.HTTP_401_UNAUTHORIZED

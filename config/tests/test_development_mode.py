@@ -147,6 +147,13 @@ def test_debug_page_hides_urls_that_may_carry_passwords(rf: RequestFactory, sett
     database_password, redis_password = secrets.token_hex(8), secrets.token_hex(8)
     settings.DEBUG = True
     settings.REDIS_URL = f"redis://:{redis_password}@cache:6379/0"
+    # The settings repeat REDIS_URL as the cache's LOCATION (a locmem cache here: any name will do).
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": settings.REDIS_URL,
+        }
+    }
     # runserver's request META holds the process's environment.
     request = rf.get("/", DATABASE_URL=f"postgres://chat:{database_password}@db/chat")
 

@@ -242,13 +242,15 @@ def test_nginx_does_not_serve_metrics_even_with_the_token(proxy, path):
     ("forwarded_for", "token", "status"),
     [
         (None, None, 403),  # loopback alone is not enough in production
-        ("203.0.113.9", None, 403),  # the client the proxy names is outside
+        ("203.0.113.9", None, 403),
         ("127.0.0.1", None, 403),
-        ("198.51.100.7", None, 200),  # a scraper of METRICS_ALLOWED_NETWORKS
+        # A forwarded address is the caller's own word (nginx does not pass /metrics on): one
+        # in METRICS_ALLOWED_NETWORKS does not let a loopback peer in.
+        ("198.51.100.7", None, 403),
         ("203.0.113.9", METRICS_TOKEN, 200),
     ],
 )
-def test_the_app_judges_the_client_the_proxy_names_never_loopback_alone(app, forwarded_for, token, status):
+def test_the_app_judges_the_scrapers_own_address_never_loopback_alone(app, forwarded_for, token, status):
     headers = {}
     if forwarded_for:
         headers["X-Forwarded-For"] = forwarded_for

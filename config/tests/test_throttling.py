@@ -7,6 +7,8 @@ from rest_framework import status
 from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
+from core.throttling import throttle_ident
+
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("config.tests.urls")]
 
 ANON_RATE = 5
@@ -58,3 +60,17 @@ def test_the_user_rate_of_an_anonymous_request_also_keys_on_the_client_address(m
     statuses = [echo("203.0.113.5", f"198.51.100.{n + 1}") for n in range(ANON_RATE + 1)]
 
     assert statuses[-1] == status.HTTP_429_TOO_MANY_REQUESTS
+
+
+@pytest.mark.parametrize(
+    ("address", "ident"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("", ""),
+    ],
+)
+def test_a_quota_is_an_ipv4_address_or_an_ipv6_64(address, ident):
+    assert throttle_ident(address) == ident

@@ -13,10 +13,31 @@ PostgreSQL's only.
 """
 
 from django.conf import settings
+from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
 
 
+class AddIndexWithoutBlockingWrites(AddIndexConcurrently):
+    """``CREATE INDEX CONCURRENTLY`` on PostgreSQL, so appends go on while a big table is
+    indexed (deploy/start.sh migrates as the service starts); a plain index elsewhere (SQLite
+    has no concurrent build)."""
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+        else:
+            migrations.AddIndex.database_forwards(self, app_label, schema_editor, from_state, to_state)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_backwards(app_label, schema_editor, from_state, to_state)
+        else:
+            migrations.AddIndex.database_backwards(self, app_label, schema_editor, from_state, to_state)
+
+
 class Migration(migrations.Migration):
+    # CONCURRENTLY cannot run inside a transaction.
+    atomic = False
 
     dependencies = [
         ('conversations', '0005_message_conversation_user_statistics'),
@@ -24,15 +45,15 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AddIndex(
+        AddIndexWithoutBlockingWrites(
             model_name='conversation',
             index=models.Index(fields=['updated_at'], name='conversation_updated_idx'),
         ),
-        migrations.AddIndex(
+        AddIndexWithoutBlockingWrites(
             model_name='conversation',
             index=models.Index(fields=['created_at'], name='conversation_created_idx'),
         ),
-        migrations.AddIndex(
+        AddIndexWithoutBlockingWrites(
             model_name='message',
             index=models.Index(fields=['created_at'], name='message_created_idx'),
         ),

@@ -203,3 +203,15 @@ JSON_VALUES = st.recursive(
 @given(item=st.dictionaries(st.text(min_size=1, max_size=20), JSON_VALUES, min_size=1, max_size=8))
 def test_the_cheap_size_bound_is_never_below_the_rendered_size(item):
     assert sizes.rendered_size(item) <= sizes.size_bound(item)
+
+
+def test_an_indent_asked_for_is_not_taken(auth_client, user):
+    """The limit counts compact JSON; DRF would otherwise indent on request and grow the answer."""
+    conversation = ConversationFactory.create(user=user)
+    fill(conversation, 3)
+
+    compact = auth_client.get(messages_url(conversation.pk))
+    asked = auth_client.get(messages_url(conversation.pk), HTTP_ACCEPT="application/json; indent=8")
+
+    assert asked.status_code == HTTPStatus.OK
+    assert asked.content == compact.content
