@@ -15,11 +15,13 @@ class SafeJSONRenderer(JSONRenderer):
     back in an error message; such a body is rendered with ``\\u`` escapes instead of
     raising UnicodeEncodeError, which would turn a 400 into a 500. DRF would indent on
     request (``Accept: application/json; indent=8``), growing an answer past
-    ``API_MAX_RESPONSE_BYTES``, which counts compact JSON: the indent is not taken.
+    ``API_MAX_RESPONSE_BYTES``, which counts compact JSON: a client's indent is not taken.
     """
 
-    def get_indent(self, accepted_media_type: str, renderer_context: Mapping[str, Any]) -> None:
-        return None
+    def get_indent(self, accepted_media_type: str, renderer_context: Mapping[str, Any]) -> int | None:
+        # Only the browsable API (development) asks for one, through the context.
+        indent: int | None = renderer_context.get("indent")
+        return indent
 
     def render(
         self,
