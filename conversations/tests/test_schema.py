@@ -193,3 +193,67 @@ def test_messages_since_use_the_message_time_index(conversations_over_time):
     with all_users(reason="explain an operator's query", atomic=True):
         plan = Message.objects.filter(created_at__gte=since).order_by("created_at").explain()
     assert_plan_uses(plan, "message_created_idx")
+
+
+def plan_of(sql: str, params: list, *, role: str | None = None) -> dict:
+    """The JSON plan of ``sql``, as the connection's role or as ``role``."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        if role:
+            cursor.execute(f"SET LOCAL ROLE {connection.ops.quote_name(role)}")
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        return cursor.fetchone()[0][0]["Plan"]
+
+
+def plan_shape(plan: dict) -> list[str]:
+    """The plan's node types, depth first, with each scan's index."""
+    shape = [f"{plan['Node Type']} {plan.get('Index Name', '')}".strip()]
+    for child in plan.get("Plans", []):
+        shape.extend(plan_shape(child))
+    return shape
+
+
+@pytest.fixture
+def long_conversations():
+    """Ten users with two 1,000-message conversations each: the probe's owner has a tenth of
+    the rows, the shape where the owner's plan went wrong."""
+    users = User.objects.bulk_create(User(username=f"long{n}") for n in range(10))
+    conversations = Conversation.objects.bulk_create(Conversation(user=users[n % 10]) for n in range(20))
+    Message.objects.bulk_create(
+        (
+            Message(conversation=c, user_id=c.user_id, seq=seq, role="user", content="x" * 40)
+            for c in conversations
+            for seq in range(1, 1_001)
+        ),
+        batch_size=5_000,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE conversations_message")
+    return conversations
+
+
+@postgresql_only
+def test_the_owner_role_gets_the_serving_roles_plan(long_conversations):
+    """The table owner (``DATABASE_URL``: what an agent process connects as by default, and all
+    a single-role deployment has) also carries the all-rows policy, OR'ed into every query.
+    Written as a plain ``current_setting(…) = 'on'`` the planner cannot discard it and expected
+    a row or two for a conversation, intersecting two indexes and sorting the whole
+    conversation (measured for history_load(50) on a 1,000-message conversation: 8.4 ms
+    against 0.13 ms). As a sub-select (migration 0007) it is an InitPlan, one value for the
+    statement, and the owner walks ``(conversation_id, seq)`` to the limit as the serving
+    role does."""
+    conversation = long_conversations[0]
+    sql = (
+        "SELECT * FROM conversations_message WHERE conversation_id = %s AND user_id = %s "
+        "ORDER BY seq DESC LIMIT 50"
+    )
+    params = [conversation.pk, conversation.user_id]
+    with user_scope(conversation.user_id):
+        as_owner = plan_of(sql, params)
+        as_serving_role = plan_of(sql, params, role=settings.DATABASE_SERVING_ROLE)
+
+    assert connection.settings_dict["USER"] != settings.DATABASE_SERVING_ROLE
+    assert "Sort" not in plan_shape(as_owner), plan_shape(as_owner)
+    assert "BitmapAnd" not in plan_shape(as_owner), plan_shape(as_owner)
+    assert [node for node in plan_shape(as_owner) if "Scan" in node] == [
+        node for node in plan_shape(as_serving_role) if "Scan" in node
+    ], (plan_shape(as_owner), plan_shape(as_serving_role))
