@@ -992,6 +992,16 @@ def target_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
         row("5a agent: history_load(50) vs P get_messages()", None, ">= 10x", False)
         row("5b agent: all messages via message_list vs P", None, ">= 1.0x (no slower)", False)
 
+    # What an agent process gets by default (DATABASE_URL) and all a single-role deployment has.
+    as_owner = (_get(figures, "agent_by_role") or {}).get("owner")
+    if as_owner and "ours_history_50" in as_owner:
+        ours, p = as_owner["ours_history_50"]["median_ms"], as_owner["p_get_messages"]["median_ms"]
+        messages = as_owner["messages"]
+        text = f"ours {ours:.2f} ms, P {p:.2f} ms = {p / ours:.1f}x ({messages} msgs, role: owner)"
+        row("5c agent as the owner role: history_load(50) vs P", text, ">= 10x", p / ours >= 10)
+    else:
+        row("5c agent as the owner role: history_load(50) vs P", None, ">= 10x", False)
+
     conditional = _get(figures, "conditional")
     if conditional and conditional.get("implemented"):
         ratio = paired_ratio(conditional["history_304"], conditional["history_200"])
