@@ -11,7 +11,7 @@ Pure functions: no database.
 
 import json
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pydantic
 import pytest
@@ -57,7 +57,9 @@ TOMORROW = call("call_tomorrow", "get_forecast", '{"city": "Paris", "day": "tomo
 CONVERSATION = [
     user("Weather in Paris and Rome?"),
     # Results recorded in another order than the calls.
-    assistant("Let me check both.", [PARIS, ROME], [result("call_rome", "24°C"), result("call_paris", "18°C")]),
+    assistant(
+        "Let me check both.", [PARIS, ROME], [result("call_rome", "24°C"), result("call_paris", "18°C")]
+    ),
     assistant("Paris 18°C, Rome 24°C."),
     user("Book sushi for two."),
     # Two calls, one never answered.
@@ -234,7 +236,7 @@ def test_anthropic_input_is_the_arguments_object_else_the_string_as_stored(argum
 
 def test_is_error_defaults_to_false():
     stored = assistant(None, [FORGOTTEN], [{"tool_call_id": "call_forgotten", "content": "sent"}])
-    assert render([stored], "anthropic")[1] == {"role": "user", "content": [tool_result("call_forgotten", "sent")]}
+    assert render([stored], "anthropic")[1]["content"] == [tool_result("call_forgotten", "sent")]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -267,8 +269,10 @@ def drain(value: Any) -> None:
             drain(item)
 
 
+CHAT_MESSAGES: pydantic.TypeAdapter[list[ChatCompletionMessageParam]]
 CHAT_MESSAGES = pydantic.TypeAdapter(list[ChatCompletionMessageParam])
-ANTHROPIC_MESSAGES = pydantic.TypeAdapter(list[MessageParam])
+ANTHROPIC_MESSAGES: pydantic.TypeAdapter[list[MessageParam]] = pydantic.TypeAdapter(list[MessageParam])
+RESPONSES_ITEMS: pydantic.TypeAdapter[list[ResponseInputItemParam]]
 RESPONSES_ITEMS = pydantic.TypeAdapter(list[ResponseInputItemParam])
 
 
@@ -322,7 +326,7 @@ def langchain_arguments(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def parsed_object(arguments: str) -> bool:
         try:
             return isinstance(json.loads(arguments), dict)
-        except ValueError:
+        except (ValueError, RecursionError):
             return False
 
     def fixed(tool_call: dict[str, Any]) -> dict[str, Any]:
@@ -366,7 +370,8 @@ def anthropic_unanswered(items: list[dict[str, Any]]) -> list[str]:
         assert not uses or item["role"] == "assistant", f"item {index}: tool_use in a user message"
         assert in_order(results, previous_uses), f"results {results} do not answer {previous_uses}"
         if previous_uses and (missing := [use for use in previous_uses if use not in results]):
-            assert index == len(items) - 1 and results, f"tool_use ids {missing} left unanswered"
+            assert index == len(items) - 1, f"tool_use ids {missing} left unanswered before the end"
+            assert results, f"tool_use ids {missing} left unanswered"
             unanswered = missing
         previous_uses = uses
     return previous_uses or unanswered
@@ -379,7 +384,7 @@ def check_anthropic(items: list[dict[str, Any]], pending: list[str]) -> None:
 
 def check_responses(items: list[dict[str, Any]], pending: list[str]) -> None:
     drain(RESPONSES_ITEMS.validate_python(items, strict=True))
-    messages = [dict(chat_message) for chat_message in Converter.items_to_messages(items)]
+    messages = [dict(chat_message) for chat_message in Converter.items_to_messages(cast(Any, items))]
     drain(CHAT_MESSAGES.validate_python(messages, strict=True))
     assert openai_unanswered(messages) == pending
 
@@ -437,7 +442,7 @@ def carried(fmt: str, items: list[dict[str, Any]]) -> tuple[list, list, list]:
         blocks = [(item["role"], block) for item in items for block in item["content"]]
         return (
             [(role, block["text"]) for role, block in blocks if block["type"] == "text"],
-            [(block["id"], block["name"], block["input"]) for _, block in blocks if block["type"] == "tool_use"],
+            [(b["id"], b["name"], b["input"]) for _, b in blocks if b["type"] == "tool_use"],
             [
                 (block["tool_use_id"], block["content"], block["is_error"])
                 for _, block in blocks
@@ -446,7 +451,7 @@ def carried(fmt: str, items: list[dict[str, Any]]) -> tuple[list, list, list]:
         )
     return (
         [(item["role"], item["content"]) for item in items if item["type"] == "message"],
-        [(item["call_id"], item["name"], item["arguments"]) for item in items if item["type"] == "function_call"],
+        [(i["call_id"], i["name"], i["arguments"]) for i in items if i["type"] == "function_call"],
         [(item["call_id"], item["output"]) for item in items if item["type"] == "function_call_output"],
     )
 
