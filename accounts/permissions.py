@@ -17,8 +17,9 @@ class UserIdIsCaller(BasePermission):
 
     def has_permission(self, request: Request, view: "APIView") -> bool:
         named: list[Any] = list(request.query_params.getlist("user_id"))
-        if isinstance(request.data, Mapping) and "user_id" in request.data:
-            named.append(request.data["user_id"])
+        # A batch append's body is an array of objects: each one is checked.
+        bodies = request.data if isinstance(request.data, list) else [request.data]
+        named.extend(body["user_id"] for body in bodies if isinstance(body, Mapping) and "user_id" in body)
         return all(_is_uuid_of(value, request.user.pk) for value in named)
 
 

@@ -32,6 +32,9 @@ API_ACTIONS = {
     ("conversation-message", "list"): "message.list",
     ("conversation-message", "create"): "message.append",
     ("conversation-message", "retrieve"): "message.read",
+    ("conversation-message", "destroy"): "message.pop",
+    ("conversation-message", "clear"): "conversation.clear",
+    ("conversation-message", "tool_results"): "tool_results.record",
 }
 
 

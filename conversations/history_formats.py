@@ -3,7 +3,7 @@
 Pure functions over plain values, no database: the REST view and the agent's ``history_load``
 both call ``render`` on the same window, so the formats have one code path.
 
-The rule every format shares (``_exchanges``): a call whose result was never recorded is left
+The rule every format shares (``_exchange``): a call whose result was never recorded is left
 out, because every model API rejects a call without its answer; only the newest message of the
 conversation keeps its unanswered calls, so that an agent can resume them. A message left with
 no text and no call says nothing to a model and is left out in every format; empty content
@@ -12,11 +12,12 @@ messages out of every format keeps the three windows alike.
 """
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 FORMATS = ("openai", "anthropic", "responses")
+DEFAULT_FORMAT = FORMATS[0]
 
 Item = dict[str, Any]
 
@@ -60,79 +61,83 @@ def start_at_user(window: Sequence[StoredMessage]) -> Sequence[StoredMessage]:
 
 def render(window: Sequence[StoredMessage], format: str) -> list[Item]:
     """The window (oldest first, its last message the conversation's newest) as ``format``."""
-    if format == "openai":
-        return _openai(_exchanges(window))
-    if format == "anthropic":
-        return _anthropic(_exchanges(window))
-    if format == "responses":
-        return _responses(_exchanges(window))
-    raise ValueError(f"unknown history format {format!r}: expected one of {', '.join(FORMATS)}")
-
-
-def _exchanges(window: Sequence[StoredMessage]) -> Iterator[_Exchange]:
     newest = len(window) - 1
-    for index, message in enumerate(window):
-        results = {result["tool_call_id"]: result for result in message.tool_results or ()}
-        calls = [
-            (call, results.get(call["id"]))
-            for call in message.tool_calls or ()
-            if call["id"] in results or index == newest
-        ]
-        if message.content or calls:
-            yield _Exchange(role=message.role, content=message.content, calls=calls)
+    return [
+        item
+        for index, message in enumerate(window)
+        for item in render_message(message, format, newest=index == newest)
+    ]
 
 
-def _openai(exchanges: Iterator[_Exchange]) -> list[Item]:
-    items: list[Item] = []
-    for exchange in exchanges:
-        item: Item = {"role": exchange.role, "content": exchange.content}
-        if exchange.calls:
-            item["tool_calls"] = [call for call, _ in exchange.calls]
-        items.append(item)
-        items.extend(
+def render_message(message: StoredMessage, format: str, *, newest: bool) -> list[Item]:
+    """One message's items in ``format``; ``newest``: it is the conversation's newest, whose
+    unanswered calls stay. A window's items are its messages' items in order, so a caller
+    that cuts a window (by size, say) can render it a message at a time."""
+    if format not in _FORMATTERS:
+        raise ValueError(f"unknown history format {format!r}: expected one of {', '.join(FORMATS)}")
+    exchange = _exchange(message, newest=newest)
+    return _FORMATTERS[format](exchange) if exchange is not None else []
+
+
+def _exchange(message: StoredMessage, *, newest: bool) -> _Exchange | None:
+    results = {result["tool_call_id"]: result for result in message.tool_results or ()}
+    calls = [
+        (call, results.get(call["id"]))
+        for call in message.tool_calls or ()
+        if call["id"] in results or newest
+    ]
+    if not (message.content or calls):
+        return None
+    return _Exchange(role=message.role, content=message.content, calls=calls)
+
+
+def _openai(exchange: _Exchange) -> list[Item]:
+    item: Item = {"role": exchange.role, "content": exchange.content}
+    if exchange.calls:
+        item["tool_calls"] = [call for call, _ in exchange.calls]
+    return [
+        item,
+        *(
             {"role": "tool", "tool_call_id": result["tool_call_id"], "content": result["content"]}
             for result in exchange.results
-        )
+        ),
+    ]
+
+
+def _anthropic(exchange: _Exchange) -> list[Item]:
+    blocks: list[Item] = [{"type": "text", "text": exchange.text}] if exchange.text else []
+    blocks.extend(
+        {
+            "type": "tool_use",
+            "id": call["id"],
+            "name": call["function"]["name"],
+            "input": _tool_input(call["function"]["arguments"]),
+        }
+        for call, _ in exchange.calls
+    )
+    items: list[Item] = [{"role": exchange.role, "content": blocks}]
+    if exchange.results:
+        items.append({"role": "user", "content": [_tool_result_block(r) for r in exchange.results]})
     return items
 
 
-def _anthropic(exchanges: Iterator[_Exchange]) -> list[Item]:
+def _responses(exchange: _Exchange) -> list[Item]:
     items: list[Item] = []
-    for exchange in exchanges:
-        blocks: list[Item] = [{"type": "text", "text": exchange.text}] if exchange.text else []
-        blocks.extend(
-            {
-                "type": "tool_use",
-                "id": call["id"],
-                "name": call["function"]["name"],
-                "input": _tool_input(call["function"]["arguments"]),
-            }
-            for call, _ in exchange.calls
-        )
-        items.append({"role": exchange.role, "content": blocks})
-        if exchange.results:
-            items.append({"role": "user", "content": [_tool_result_block(r) for r in exchange.results]})
-    return items
-
-
-def _responses(exchanges: Iterator[_Exchange]) -> list[Item]:
-    items: list[Item] = []
-    for exchange in exchanges:
-        if exchange.text:
-            items.append({"type": "message", "role": exchange.role, "content": exchange.text})
-        items.extend(
-            {
-                "type": "function_call",
-                "call_id": call["id"],
-                "name": call["function"]["name"],
-                "arguments": call["function"]["arguments"],
-            }
-            for call, _ in exchange.calls
-        )
-        items.extend(
-            {"type": "function_call_output", "call_id": result["tool_call_id"], "output": result["content"]}
-            for result in exchange.results
-        )
+    if exchange.text:
+        items.append({"type": "message", "role": exchange.role, "content": exchange.text})
+    items.extend(
+        {
+            "type": "function_call",
+            "call_id": call["id"],
+            "name": call["function"]["name"],
+            "arguments": call["function"]["arguments"],
+        }
+        for call, _ in exchange.calls
+    )
+    items.extend(
+        {"type": "function_call_output", "call_id": result["tool_call_id"], "output": result["content"]}
+        for result in exchange.results
+    )
     return items
 
 
@@ -160,3 +165,10 @@ def _tool_input(arguments: str) -> dict[str, Any]:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+_FORMATTERS: dict[str, Callable[[_Exchange], list[Item]]] = {
+    "openai": _openai,
+    "anthropic": _anthropic,
+    "responses": _responses,
+}

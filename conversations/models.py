@@ -33,6 +33,10 @@ class Conversation(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
     # Also the sequence number of the latest message: appends assign message_count + 1.
     message_count = models.PositiveIntegerField(default=0)
+    # One more with every change to the conversation or its messages (an append, tool
+    # results, an undo, a clear, a rename): what versions its ETags, since counts and times
+    # can come back to where they were (an undo then another append).
+    version = models.PositiveBigIntegerField(default=0, editable=False)
 
     class Meta:
         indexes = [
@@ -81,6 +85,10 @@ class Message(models.Model):
     # NULL and "" differ: an assistant turn that only calls tools has no content at all.
     content = models.TextField(null=True, blank=True)  # noqa: DJ001
     tool_calls = models.JSONField(null=True, blank=True)
+    # The answers to tool_calls, one per call at most, recorded with the append or later.
+    tool_results = models.JSONField(null=True, blank=True)
+    # What the message costs a model (conversations/tokens.py), grown as results come in.
+    token_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -91,6 +99,14 @@ class Message(models.Model):
             models.CheckConstraint(
                 condition=LessThanOrEqual(Length("content"), CONTENT_MAX_LENGTH),
                 name="message_content_max_length",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(tool_calls__isnull=True) | models.Q(role=Role.ASSISTANT),
+                name="message_tool_calls_assistant_only",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(tool_results__isnull=True) | models.Q(tool_calls__isnull=False),
+                name="message_tool_results_need_calls",
             ),
         ]
         indexes = [
@@ -107,9 +123,10 @@ class Message(models.Model):
 class IdempotencyKey(models.Model):
     """An ``Idempotency-Key`` a user sent with an append, and what that append created.
 
-    ``message_id`` is a plain UUID rather than a foreign key on purpose: a foreign key to
+    ``message_ids`` are plain UUIDs rather than foreign keys on purpose: a foreign key to
     Message would stop Django from deleting a conversation's messages with one DELETE
-    (it would load them to cascade). The row goes away with its conversation instead.
+    (it would load them to cascade). The row goes away with its conversation instead; a
+    replay finds the messages gone after an undo or a clear, and says so (a 409).
     """
 
     user = models.ForeignKey(
@@ -119,7 +136,8 @@ class IdempotencyKey(models.Model):
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="+")
     # SHA-256 of the request body in canonical JSON: a reused key must come with the same body.
     fingerprint = models.CharField(max_length=64)
-    message_id = models.UUIDField()
+    # The ids of what the append created, in order: one, or a batch's.
+    message_ids = models.JSONField(default=list)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:

@@ -6,8 +6,8 @@ a lazy QuerySet must be evaluated inside ``rls.user_scope(user)`` (the API views
 the whole request); the others run in one themselves.
 """
 
-import itertools
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +18,13 @@ from accounts.models import User
 from core import audit
 from core.rls import user_scope
 
-from . import sizes, statements
+from . import history_formats, sizes, statements
 from .models import Conversation, Message
 
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 500
+HISTORY_START_USER = "user"
+HISTORY_STARTS = ("any", HISTORY_START_USER)
 
 ChatMessage = dict[str, Any]
 
@@ -38,15 +40,15 @@ def conversation_get(*, user: User, conversation_id: uuid.UUID | str) -> Convers
 
 
 @audit.audited("conversation.read")
-def conversation_message_count(*, user: User, conversation_id: uuid.UUID | str) -> int:
-    """How many messages the conversation has, which versions its history (``seq`` is
-    gap-free): one row by key, the whole of a conditional request's 304. Raises
+def conversation_version(*, user: User, conversation_id: uuid.UUID | str) -> int:
+    """The conversation's version, which moves with every change to it or its messages: one
+    row by key, the whole of a conditional request's 304. Raises
     ``Conversation.DoesNotExist`` when the conversation is not the user's."""
     with user_scope(user):
-        count = statements.message_count(user_id=user.pk, conversation_id=conversation_id)
-    if count is None:
+        version = statements.conversation_version(user_id=user.pk, conversation_id=conversation_id)
+    if version is None:
         raise Conversation.DoesNotExist
-    return count
+    return version
 
 
 def message_list(*, user: User, conversation_id: uuid.UUID | str) -> QuerySet[Message]:
@@ -71,47 +73,101 @@ def ensure_conversation(*, user: User, conversation_id: uuid.UUID | str, found_r
 
 @audit.audited("history.load")
 def history_load(
-    *, user: User, conversation_id: uuid.UUID | str, limit: int = HISTORY_DEFAULT_LIMIT
+    *,
+    user: User,
+    conversation_id: uuid.UUID | str,
+    limit: int = HISTORY_DEFAULT_LIMIT,
+    max_tokens: int | None = None,
+    start: str = "any",
+    format: str = history_formats.DEFAULT_FORMAT,  # noqa: A002 (the contract's name)
 ) -> list[ChatMessage]:
-    """The last ``limit`` messages in chronological order, shaped for a chat-completion
-    model: ``{"role", "content"}`` plus ``"tool_calls"`` when the message has them.
-
-    Raises ``Conversation.DoesNotExist`` when the conversation is not the user's.
-    """
-    return history_window(user=user, conversation_id=conversation_id, limit=limit).messages
+    """The latest messages in chronological order, as input for a model API: the newest
+    ``limit``, within ``max_tokens`` when given, from the first user message with
+    ``start="user"``, in ``format`` (``openai``, ``anthropic`` or ``responses``; see
+    history_formats.py). Raises ``Conversation.DoesNotExist`` when the conversation is not
+    the user's, ``ValueError`` for a parameter out of its range."""
+    window = history_window(
+        user=user,
+        conversation_id=conversation_id,
+        limit=limit,
+        max_tokens=max_tokens,
+        start=start,
+        format=format,
+    )
+    return window.messages
 
 
 @dataclass(frozen=True)
 class HistoryWindow:
     messages: list[ChatMessage]
-    # seq of the newest message (0 for none): messages are immutable and the window is the
-    # latest ones, so with the limit it identifies the window's content.
-    last_seq: int
+    # The sum of the token counts of the stored messages the window holds.
+    tokens: int
+    # The conversation's version when the window was read (for its ETag).
+    version: int
 
 
-def history_window(*, user: User, conversation_id: uuid.UUID | str, limit: int) -> HistoryWindow:
-    """``history_load`` with the version of what it returned, for conditional requests."""
+def history_window(
+    *,
+    user: User,
+    conversation_id: uuid.UUID | str,
+    limit: int = HISTORY_DEFAULT_LIMIT,
+    max_tokens: int | None = None,
+    start: str = "any",
+    format: str = history_formats.DEFAULT_FORMAT,  # noqa: A002
+) -> HistoryWindow:
+    """``history_load`` with the window's tokens and version: one statement."""
+    _check_history_parameters(limit=limit, max_tokens=max_tokens, start=start, format=format)
+    with (
+        user_scope(user),
+        statements.history_rows(
+            user_id=user.pk, conversation_id=conversation_id, limit=limit, max_tokens=max_tokens
+        ) as read,
+    ):
+        if read.version is None:
+            raise Conversation.DoesNotExist
+        # Newest first, so that API_MAX_RESPONSE_BYTES makes the oldest messages give way
+        # (and rows past the cut are never decoded).
+        stored: list[history_formats.StoredMessage] = []
+        within = sizes.leading_items_within(_rendered(read.rows, stored, format), sizes.answer_budget())
+    kept = list(zip(stored, within, strict=False))
+    kept.reverse()
+    if start == HISTORY_START_USER:
+        kept = kept[len(kept) - len(history_formats.start_at_user([message for message, _ in kept])) :]
+    return HistoryWindow(
+        messages=[item for _, rendered_message in kept for item in rendered_message["items"]],
+        tokens=sum(message.token_count for message, _ in kept),
+        version=read.version,
+    )
+
+
+def _rendered(
+    rows: Iterable[statements.HistoryRow],
+    stored: list[history_formats.StoredMessage],
+    format: str,  # noqa: A002
+) -> Iterator[dict[str, list[ChatMessage]]]:
+    """Each row's items in ``format``, as one JSON value that bounds what they add to the
+    answer; each row's stored message is kept in ``stored`` as it is taken."""
+    for index, (_, role, content, tool_calls, tool_results, token_count) in enumerate(rows):
+        message = history_formats.StoredMessage(
+            role=role,
+            content=content,
+            tool_calls=tool_calls,
+            tool_results=tool_results,
+            token_count=token_count,
+        )
+        stored.append(message)
+        yield {"items": history_formats.render_message(message, format, newest=index == 0)}
+
+
+def _check_history_parameters(*, limit: int, max_tokens: int | None, start: str, format: str) -> None:  # noqa: A002
     if not 1 <= limit <= HISTORY_MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {HISTORY_MAX_LIMIT}")
-    with user_scope(user):
-        rows = statements.history_rows(user_id=user.pk, conversation_id=conversation_id, limit=limit)
-        newest = next(rows, None)
-        last_seq = newest[0] if newest else 0
-        # API_MAX_RESPONSE_BYTES: the oldest messages give way, and are never decoded.
-        taken = itertools.chain([newest], rows) if newest else rows
-        chat = (_chat_message(role, content, calls) for _, role, content, calls in taken)
-        messages = sizes.leading_items_within(chat, sizes.answer_budget())
-        rows.close()
-        ensure_conversation(user=user, conversation_id=conversation_id, found_rows=newest is not None)
-    messages.reverse()
-    return HistoryWindow(messages=messages, last_seq=last_seq)
-
-
-def _chat_message(role: str, content: str | None, tool_calls: Any) -> ChatMessage:
-    message: ChatMessage = {"role": role, "content": content}
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    return message
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError("max_tokens must be at least 1")
+    if start not in HISTORY_STARTS:
+        raise ValueError(f"start must be one of {', '.join(HISTORY_STARTS)}")
+    if format not in history_formats.FORMATS:
+        raise ValueError(f"format must be one of {', '.join(history_formats.FORMATS)}")
 
 
 @audit.audited("conversation.list")
@@ -131,7 +187,7 @@ def messages_in_order(*, user: User, conversation_id: uuid.UUID | str) -> list[M
 
 
 aconversation_get = sync_to_async(conversation_get)
-aconversation_message_count = sync_to_async(conversation_message_count)
+aconversation_version = sync_to_async(conversation_version)
 aconversations_newest_first = sync_to_async(conversations_newest_first)
 amessages_in_order = sync_to_async(messages_in_order)
 ahistory_load = sync_to_async(history_load)

@@ -7,7 +7,8 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from . import sizes
+from . import history_formats, sizes
+from . import tool_results as tool_results_rules
 from .models import CONTENT_MAX_LENGTH, TITLE_MAX_LENGTH, Role
 
 TOOL_CALLS_MAX_ITEMS = 64
@@ -70,6 +71,33 @@ class ToolCallsField(serializers.JSONField):
     schema as the list of calls they are."""
 
 
+class ToolResultSerializer(ClosedSerializer):
+    tool_call_id = TextField(max_length=TOOL_CALL_ID_MAX_LENGTH)
+    content = TextField(max_length=tool_results_rules.TOOL_RESULT_CONTENT_MAX_LENGTH, allow_blank=True)
+    is_error = serializers.BooleanField(default=False)
+
+
+def tool_results_field(*, required: bool) -> serializers.ListField:
+    """A list of tool results, shaped as the contract says; whether they fit their message's
+    calls is ``tool_results_rules.checked``'s to say."""
+    return serializers.ListField(
+        child=ToolResultSerializer(),
+        allow_null=not required,
+        default=None if not required else serializers.empty,
+        min_length=1,
+        max_length=tool_results_rules.TOOL_RESULTS_MAX_ITEMS,
+    )
+
+
+@extend_schema_field(ToolResultSerializer(many=True, allow_null=True))
+class ToolResultsField(serializers.JSONField):
+    """Stored tool results, rendered as stored; typed in the schema as the list they are."""
+
+
+class ToolResultsRecordSerializer(serializers.Serializer[Any]):
+    tool_results = tool_results_field(required=True)
+
+
 class MessageCreateSerializer(serializers.Serializer[Any]):
     role = serializers.ChoiceField(choices=Role.choices)
     content = TextField(max_length=CONTENT_MAX_LENGTH, allow_null=True, allow_blank=True, default=None)
@@ -81,6 +109,7 @@ class MessageCreateSerializer(serializers.Serializer[Any]):
         max_length=TOOL_CALLS_MAX_ITEMS,
         validators=[MaxRenderedBytes(TOOL_CALLS_MAX_BYTES)],
     )
+    tool_results = tool_results_field(required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         role, content, tool_calls = attrs["role"], attrs["content"], attrs["tool_calls"]
@@ -94,6 +123,11 @@ class MessageCreateSerializer(serializers.Serializer[Any]):
             raise serializers.ValidationError(
                 {"content": ["Content may be null only when tool_calls are given."]}
             )
+        if attrs["tool_results"] is not None:
+            try:
+                attrs["tool_results"] = tool_results_rules.checked(tool_calls, attrs["tool_results"])
+            except tool_results_rules.ToolResultsInvalid as invalid:
+                raise serializers.ValidationError({"tool_results": [str(invalid)]}) from None
         return attrs
 
 
@@ -108,6 +142,8 @@ class MessageSerializer(serializers.Serializer[Any]):
     role = serializers.ChoiceField(choices=Role.choices, read_only=True)
     content = serializers.CharField(read_only=True, allow_null=True)
     tool_calls = ToolCallsField(read_only=True, allow_null=True)
+    tool_results = ToolResultsField(read_only=True, allow_null=True)
+    token_count = serializers.IntegerField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
 
 
@@ -128,14 +164,11 @@ class ConversationSerializer(serializers.Serializer[Any]):
     message_count = serializers.IntegerField(read_only=True)
 
 
-class ChatMessageSerializer(serializers.Serializer[Any]):
-    """A history entry, in the shape chat-completion models take."""
-
-    role = serializers.ChoiceField(choices=Role.choices)
-    content = serializers.CharField(allow_null=True)
-    tool_calls = ToolCallSerializer(many=True, required=False)
-
-
 class HistorySerializer(serializers.Serializer[Any]):
+    """The history answer. Its items' shape depends on ``format`` (openai, anthropic or
+    responses: history_formats.py), so the schema types them as objects."""
+
     conversation_id = serializers.UUIDField()
-    messages = ChatMessageSerializer(many=True)
+    format = serializers.ChoiceField(choices=history_formats.FORMATS)
+    tokens = serializers.IntegerField()
+    messages = serializers.ListField(child=serializers.DictField())

@@ -9,7 +9,8 @@ transactions and row locks are not available to Django's async ORM.
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,10 +24,13 @@ from accounts.models import User
 from core import audit
 from core.rls import user_scope
 
-from . import statements
+from . import statements, tokens
+from . import tool_results as tool_results_rules
 from .models import Conversation, IdempotencyKey, Message
+from .tool_results import ToolCalls, ToolResults
 
-ToolCalls = list[dict[str, Any]]
+# The most messages one append takes (a JSON array body), all in one transaction.
+BATCH_MAX_MESSAGES = 100
 
 
 class IdempotencyKeyReused(Exception):
@@ -44,7 +48,7 @@ def conversation_update(*, user: User, conversation_id: uuid.UUID | str, title: 
     """Rename a conversation; like any activity it moves ``updated_at``, never backwards."""
     with user_scope(user, atomic=True):
         updated = Conversation.objects.filter(pk=conversation_id, user=user).update(
-            title=title, updated_at=Greatest(timezone.now(), F("updated_at"))
+            title=title, version=F("version") + 1, updated_at=Greatest(timezone.now(), F("updated_at"))
         )
         if not updated:
             raise Conversation.DoesNotExist
@@ -60,6 +64,24 @@ def conversation_delete(*, user: User, conversation_id: uuid.UUID | str) -> None
         raise Conversation.DoesNotExist
 
 
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """One message to append, as validated by the caller's layer (the REST serializer)."""
+
+    role: str
+    content: str | None
+    tool_calls: ToolCalls | None = None
+    tool_results: ToolResults | None = None
+
+    def as_body(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "content": self.content,
+            "tool_calls": self.tool_calls,
+            "tool_results": self.tool_results,
+        }
+
+
 @audit.audited("message.append")
 def message_append(
     *,
@@ -68,12 +90,67 @@ def message_append(
     role: str,
     content: str | None,
     tool_calls: ToolCalls | None = None,
+    tool_results: ToolResults | None = None,
 ) -> Message:
     """Append a message to one of ``user``'s conversations and return it."""
+    message = NewMessage(role=role, content=content, tool_calls=tool_calls, tool_results=tool_results)
     with user_scope(user, atomic=True):
-        return _insert_message(
-            user=user, conversation_id=conversation_id, role=role, content=content, tool_calls=tool_calls
-        )
+        return _insert_messages(user=user, conversation_id=conversation_id, messages=[message])[0]
+
+
+@audit.audited("message.append")
+def messages_append(
+    *, user: User, conversation_id: uuid.UUID | str, messages: Sequence[NewMessage]
+) -> list[Message]:
+    """Append ``messages`` (1 to ``BATCH_MAX_MESSAGES``), in order, in one transaction: all of
+    them or none. One agent turn (its user message, the assistant's calls with their
+    results, its answer) is never stored half."""
+    with user_scope(user, atomic=True):
+        return _insert_messages(user=user, conversation_id=conversation_id, messages=messages)
+
+
+@audit.audited("message.append")
+def messages_append_idempotent(
+    *,
+    user: User,
+    conversation_id: uuid.UUID | str,
+    messages: Sequence[NewMessage],
+    idempotency_key: str,
+    request_body: Any = None,
+) -> tuple[list[Message], bool]:
+    """Append at most once per ``(user, idempotency_key)``; return the messages and whether
+    they were replayed from an earlier call.
+
+    ``request_body`` is what the key is bound to (the REST view passes the parsed JSON
+    body); by default, the messages' own fields. The same key with another conversation or
+    body raises ``IdempotencyKeyReused``; a key whose messages were deleted since (an undo,
+    a clear) raises ``IdempotencyKeyStale``. Duplicates racing for one conversation queue on
+    its row lock and the later ones replay; a race across conversations ends in the unique
+    constraint on ``(user, key)`` and is resolved by reading the winner.
+    """
+    body = request_body if request_body is not None else [message.as_body() for message in messages]
+    fingerprint = _fingerprint(body)
+    with user_scope(user, atomic=True):
+        try:
+            # A savepoint: a unique violation on the key must not end the caller's transaction.
+            with transaction.atomic():
+                _lock_conversation(user=user, conversation_id=conversation_id)
+                earlier = IdempotencyKey.objects.filter(user=user, key=idempotency_key).first()
+                if earlier is None:
+                    created = _insert_messages(user=user, conversation_id=conversation_id, messages=messages)
+                    IdempotencyKey.objects.create(
+                        user=user,
+                        key=idempotency_key,
+                        conversation_id=conversation_id,
+                        fingerprint=fingerprint,
+                        message_ids=[str(message.pk) for message in created],
+                    )
+                    return created, False
+        except IntegrityError:
+            earlier = IdempotencyKey.objects.filter(user=user, key=idempotency_key).first()
+            if earlier is None:
+                raise
+        return _replay(earlier, user=user, conversation_id=conversation_id, fingerprint=fingerprint), True
 
 
 @audit.audited("message.append")
@@ -84,108 +161,163 @@ def message_append_idempotent(
     role: str,
     content: str | None,
     tool_calls: ToolCalls | None = None,
+    tool_results: ToolResults | None = None,
     idempotency_key: str,
-    request_body: Mapping[str, Any] | None = None,
+    request_body: Any = None,
 ) -> tuple[Message, bool]:
-    """Append at most once per ``(user, idempotency_key)``; return the message and whether
-    it was replayed from an earlier call.
-
-    ``request_body`` is what the key is bound to (the REST view passes the parsed JSON
-    body); by default, the message's own fields. The same key with another conversation or
-    body raises ``IdempotencyKeyReused``. Duplicates racing for one conversation queue on
-    its row lock and the later ones replay; a race across conversations ends in the unique
-    constraint on ``(user, key)`` and is resolved by reading the winner.
-    """
-    body = (
-        request_body
-        if request_body is not None
-        else {"role": role, "content": content, "tool_calls": tool_calls}
+    """``messages_append_idempotent`` of one message (bound by default to its own fields)."""
+    message = NewMessage(role=role, content=content, tool_calls=tool_calls, tool_results=tool_results)
+    created, replayed = messages_append_idempotent(
+        user=user,
+        conversation_id=conversation_id,
+        messages=[message],
+        idempotency_key=idempotency_key,
+        request_body=request_body if request_body is not None else message.as_body(),
     )
-    fingerprint = _fingerprint(body)
+    return created[0], replayed
+
+
+@audit.audited("tool_results.record")
+def tool_results_record(
+    *, user: User, conversation_id: uuid.UUID | str, message_id: uuid.UUID | str, tool_results: ToolResults
+) -> Message:
+    """Record results of calls of one of the conversation's messages that have none yet,
+    and return the message. Like an append, it moves the conversation's ``updated_at`` and
+    ``version`` (every earlier ETag goes stale).
+
+    Raises ``Conversation.DoesNotExist``/``Message.DoesNotExist`` for what is not the user's,
+    ``ToolResultsInvalid`` and ``ToolResultAlreadyRecorded`` (nothing recorded) otherwise.
+    """
     with user_scope(user, atomic=True):
-        try:
-            # A savepoint: a unique violation on the key must not end the caller's transaction.
-            with transaction.atomic():
-                _lock_conversation(user=user, conversation_id=conversation_id)
-                earlier = IdempotencyKey.objects.filter(user=user, key=idempotency_key).first()
-                if earlier is None:
-                    message = _insert_message(
-                        user=user,
-                        conversation_id=conversation_id,
-                        role=role,
-                        content=content,
-                        tool_calls=tool_calls,
-                    )
-                    IdempotencyKey.objects.create(
-                        user=user,
-                        key=idempotency_key,
-                        conversation_id=message.conversation_id,
-                        fingerprint=fingerprint,
-                        message_id=message.pk,
-                    )
-                    return message, False
-        except IntegrityError:
-            earlier = IdempotencyKey.objects.filter(user=user, key=idempotency_key).first()
-            if earlier is None:
-                raise
-        return _replay(earlier, user=user, conversation_id=conversation_id, fingerprint=fingerprint), True
+        _count_messages(user=user, conversation_id=conversation_id, added=0)  # takes the row lock
+        message = Message.objects.get(pk=message_id, conversation_id=conversation_id, user=user)
+        new = [tool_results_rules.normalized(result) for result in tool_results]
+        message.tool_results = tool_results_rules.checked(message.tool_calls, new, message.tool_results)
+        message.token_count += tokens.tool_results_tokens(new)
+        message.save(update_fields=["tool_results", "token_count"])
+        return message
+
+
+@audit.audited("message.pop")
+def message_pop(
+    *, user: User, conversation_id: uuid.UUID | str, message_id: uuid.UUID | str | None = None
+) -> Message | None:
+    """Delete the conversation's newest message ("undo the last turn") and return it; None
+    when there is none. With ``message_id``, that message, which must be the newest:
+    ``MessageNotNewest`` otherwise (nothing deleted), ``Message.DoesNotExist`` when it is not
+    one of the conversation's."""
+    with user_scope(user, atomic=True):
+        count = _lock_conversation(user=user, conversation_id=conversation_id)
+        messages = Message.objects.filter(conversation_id=conversation_id, user=user)
+        if message_id is not None:
+            message = messages.get(pk=message_id)
+            if message.seq != count:
+                raise MessageNotNewest
+        else:
+            message = messages.filter(seq=count).first()
+            if message is None:
+                return None
+        messages.filter(pk=message.pk).delete()
+        _count_messages(user=user, conversation_id=conversation_id, added=-1)
+        return message
+
+
+@audit.audited("conversation.clear")
+def conversation_clear(*, user: User, conversation_id: uuid.UUID | str) -> int:
+    """Delete every message of the conversation and keep the conversation (its id, title,
+    metadata); return how many went. Appends then number from 1 again."""
+    with user_scope(user, atomic=True):
+        count = _lock_conversation(user=user, conversation_id=conversation_id)
+        deleted, _ = Message.objects.filter(conversation_id=conversation_id, user=user).delete()
+        _count_messages(user=user, conversation_id=conversation_id, added=-count)
+        return deleted
+
+
+class MessageNotNewest(Exception):
+    """Only the conversation's newest message can be deleted on its own."""
+
+
+class IdempotencyKeyStale(Exception):
+    """The key's messages were deleted since (an undo or a clear): nothing to replay."""
 
 
 def _replay(
     earlier: IdempotencyKey, *, user: User, conversation_id: uuid.UUID | str, fingerprint: str
-) -> Message:
+) -> list[Message]:
     if earlier.conversation_id != uuid.UUID(str(conversation_id)) or earlier.fingerprint != fingerprint:
         raise IdempotencyKeyReused
-    return Message.objects.get(pk=earlier.message_id, user=user)
+    found = Message.objects.filter(pk__in=earlier.message_ids, user=user).in_bulk()
+    if len(found) != len(earlier.message_ids):
+        raise IdempotencyKeyStale
+    return [found[uuid.UUID(message_id)] for message_id in earlier.message_ids]
 
 
-def _fingerprint(body: Mapping[str, Any]) -> str:
+def _fingerprint(body: Any) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _lock_conversation(*, user: User, conversation_id: uuid.UUID | str) -> None:
-    """Take the conversation's row lock before looking at an idempotency key, so that
-    duplicates racing for one conversation queue here and the later ones replay.
+def _lock_conversation(*, user: User, conversation_id: uuid.UUID | str) -> int:
+    """Take the conversation's row lock and return its ``message_count``: before looking at
+    an idempotency key, so that duplicates racing for one conversation queue here and the
+    later ones replay; before deleting, so that no append slips between.
 
     On SQLite, where FOR UPDATE does not exist, the IMMEDIATE transaction mode set in the
     settings serialises every write transaction instead.
     """
-    Conversation.objects.select_for_update().only("id").get(pk=conversation_id, user=user)
+    count: int = (
+        Conversation.objects.select_for_update()
+        .filter(pk=conversation_id, user=user)
+        .values_list("message_count", flat=True)
+        .get()
+    )
+    return count
 
 
-def _insert_message(
-    *,
-    user: User,
-    conversation_id: uuid.UUID | str,
-    role: str,
-    content: str | None,
-    tool_calls: ToolCalls | None,
-) -> Message:
-    """Count the message on its conversation, then insert it: two statements, in the
+def _insert_messages(
+    *, user: User, conversation_id: uuid.UUID | str, messages: Sequence[NewMessage]
+) -> list[Message]:
+    """Count the messages on their conversation, then insert them: two statements, in the
     caller's transaction."""
-    seq, created_at = _count_message(user=user, conversation_id=conversation_id)
-    return Message.objects.create(
+    if not 1 <= len(messages) <= BATCH_MAX_MESSAGES:
+        raise ValueError(f"Append 1 to {BATCH_MAX_MESSAGES} messages at a time.")
+    rows = [_new_row(user=user, conversation_id=conversation_id, message=message) for message in messages]
+    count, created_at = _count_messages(user=user, conversation_id=conversation_id, added=len(rows))
+    for seq, row in enumerate(rows, start=count - len(rows) + 1):
+        row.seq, row.created_at = seq, created_at
+    if len(rows) == 1:
+        rows[0].save(force_insert=True)
+        return rows
+    return Message.objects.bulk_create(rows)
+
+
+def _new_row(*, user: User, conversation_id: uuid.UUID | str, message: NewMessage) -> Message:
+    results = None
+    if message.tool_results is not None:
+        results = tool_results_rules.checked(message.tool_calls, message.tool_results)
+    return Message(
         conversation_id=conversation_id,
         user=user,
-        seq=seq,
-        role=role,
-        content=content,
-        tool_calls=tool_calls,
-        created_at=created_at,
+        role=message.role,
+        content=message.content,
+        tool_calls=message.tool_calls,
+        tool_results=results,
+        token_count=tokens.message_tokens(message.content, message.tool_calls, results),
     )
 
 
-def _count_message(*, user: User, conversation_id: uuid.UUID | str) -> tuple[int, datetime]:
-    """Add one to the conversation's ``message_count`` and move its ``updated_at`` to now or
-    later, in one UPDATE that also takes the row lock; return both new values, the next
-    message's ``seq`` and ``created_at``.
+def _count_messages(*, user: User, conversation_id: uuid.UUID | str, added: int) -> tuple[int, datetime]:
+    """Add ``added`` to the conversation's ``message_count``, one to its ``version``, and
+    move its ``updated_at`` to now or later, in one UPDATE that also takes the row lock;
+    return the new count and time (an append's last ``seq`` and its ``created_at``).
 
     Under that lock, held to the end of the transaction, ``seq`` is gap-free and strictly
     increasing, and ``created_at`` never goes backwards however coarse or unsteady the
     clock. Raises ``Conversation.DoesNotExist`` when the conversation is not ``user``'s.
     """
-    counted = statements.count_message(user_id=user.pk, conversation_id=conversation_id, now=timezone.now())
+    counted = statements.count_messages(
+        user_id=user.pk, conversation_id=conversation_id, now=timezone.now(), added=added
+    )
     if counted is None:
         raise Conversation.DoesNotExist
     return counted
@@ -194,5 +326,10 @@ def _count_message(*, user: User, conversation_id: uuid.UUID | str) -> tuple[int
 aconversation_create = sync_to_async(conversation_create)
 aconversation_update = sync_to_async(conversation_update)
 aconversation_delete = sync_to_async(conversation_delete)
+aconversation_clear = sync_to_async(conversation_clear)
 amessage_append = sync_to_async(message_append)
 amessage_append_idempotent = sync_to_async(message_append_idempotent)
+amessages_append = sync_to_async(messages_append)
+amessages_append_idempotent = sync_to_async(messages_append_idempotent)
+amessage_pop = sync_to_async(message_pop)
+atool_results_record = sync_to_async(tool_results_record)

@@ -13,11 +13,13 @@ import functools
 import json
 import uuid
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.models import F, Value
+from django.db.models import F, RowRange, Sum, Value, Window
 from django.db.models.functions import Greatest
 
 from core import sql
@@ -28,144 +30,223 @@ from .models import Conversation, Message
 # API_MAX_RESPONSE_BYTES leaves the rest undecoded (on SQLite, also unfetched).
 HISTORY_FETCH_ROWS = 100
 
-# (seq, role, content, tool_calls) of a message.
-HistoryRow = tuple[int, str, str | None, Any]
+# (seq, role, content, tool_calls, tool_results, token_count) of a message.
+HistoryRow = tuple[int, str, str | None, Any, Any, int]
+
+
+@dataclass
+class HistoryRows:
+    """The window's rows, newest first, taken as they are read; and the conversation's
+    version, known before the first row (None when the conversation is not the user's)."""
+
+    version: int | None
+    rows: Iterator[HistoryRow]
 
 
 # -- the history window: the newest messages of a conversation, newest first ------------------
 
 
+@contextmanager
 def history_rows(
-    *, user_id: uuid.UUID, conversation_id: uuid.UUID | str, limit: int, using: str = DEFAULT_DB_ALIAS
-) -> Generator[HistoryRow, None, None]:
-    """The conversation's ``limit`` newest messages, newest first, fetched and decoded a
-    batch at a time as they are taken."""
+    *,
+    user_id: uuid.UUID,
+    conversation_id: uuid.UUID | str,
+    limit: int,
+    max_tokens: int | None = None,
+    using: str = DEFAULT_DB_ALIAS,
+) -> Generator[HistoryRows, None, None]:
+    """The conversation's version and its ``limit`` newest messages, newest first, in one
+    statement; with ``max_tokens``, only the newest whose ``token_count``s add up to at most
+    that (a running sum in SQL, so the rows past the budget are never sent). Rows are
+    fetched and decoded a batch at a time as they are taken, while the block runs."""
     connection = connections[using]
-    params = [
-        sql.db_value(Message, "conversation", conversation_id, connection),
-        sql.db_value(Message, "user", user_id, connection),
-        limit,
-    ]
+    conversation = sql.db_value(Conversation, "id", conversation_id, connection)
+    owner = sql.db_value(Conversation, "user", user_id, connection)
+    params: list[Any] = [conversation, owner, limit]
+    if max_tokens is not None:
+        params.append(max_tokens)
     with connection.cursor() as cursor:
-        cursor.execute(_history_sql(using), params)
-        while rows := cursor.fetchmany(HISTORY_FETCH_ROWS):
-            for seq, role, content, tool_calls in rows:
-                # The raw cursor hands JSON over as text, on both databases.
-                yield seq, role, content, None if tool_calls is None else json.loads(tool_calls)
+        cursor.execute(_history_sql(using, max_tokens is not None), [*params, conversation, owner])
+        first = cursor.fetchone()
+        version = None if first is None else int(first[0])
+        yield HistoryRows(version=version, rows=_decoded(cursor, first))
+
+
+def _decoded(cursor: Any, first: Any) -> Iterator[HistoryRow]:
+    rows = [first] if first is not None else []
+    while rows:
+        for _, seq, role, content, tool_calls, tool_results, token_count in rows:
+            if seq is None:  # the conversation without messages in the window
+                return
+            # The raw cursor hands JSON over as text, on both databases.
+            yield seq, role, content, _json(tool_calls), _json(tool_results), token_count
+        rows = cursor.fetchmany(HISTORY_FETCH_ROWS)
+
+
+def _json(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
 
 
 def history_rows_orm(
-    *, user_id: uuid.UUID, conversation_id: uuid.UUID | str, limit: int, using: str = DEFAULT_DB_ALIAS
-) -> Iterator[HistoryRow]:
-    """``history_rows`` through the ORM."""
-    return iter(
-        Message.objects.using(using)
-        .filter(conversation_id=conversation_id, user_id=user_id)
-        .order_by("-seq")
-        .values_list("seq", "role", "content", "tool_calls")[:limit]
+    *,
+    user_id: uuid.UUID,
+    conversation_id: uuid.UUID | str,
+    limit: int,
+    max_tokens: int | None = None,
+    using: str = DEFAULT_DB_ALIAS,
+) -> HistoryRows:
+    """``history_rows`` through the ORM: two queries, the version then the window (the
+    running sum filtered in an outer query, which Django builds for a window function)."""
+    version = (
+        Conversation.objects.using(using)
+        .filter(pk=conversation_id, user_id=user_id)
+        .values_list("version", flat=True)
+        .first()
     )
+    window = (
+        Message.objects.using(using).filter(conversation_id=conversation_id, user_id=user_id).order_by("-seq")
+    )
+    if max_tokens is not None:
+        running = Window(Sum("token_count"), order_by=F("seq").desc(), frame=RowRange(start=None, end=0))
+        window = window.annotate(running=running).filter(running__lte=max_tokens)
+    rows = window.values_list("seq", "role", "content", "tool_calls", "tool_results", "token_count")[:limit]
+    return HistoryRows(version=version, rows=iter(rows if version is not None else []))
 
 
 @functools.cache
-def _history_sql(using: str) -> str:
+def _history_sql(using: str, token_bounded: bool) -> str:
+    """One statement: the conversation's row, left-joined to its newest messages (so an empty
+    window still tells "yours, no messages" from "not yours"). The running sum goes newest
+    first; a window function is evaluated before LIMIT but streams over the backward scan
+    of ``(conversation_id, seq)``, so the LIMIT still stops it."""
     connection = connections[using]
-    names = ("seq", "role", "content", "tool_calls", "conversation", "user")
-    seq, role, content, tool_calls, conversation, owner = (sql.column(Message, n, connection) for n in names)
+    c_table, m_table = sql.table(Conversation, connection), sql.table(Message, connection)
+    version, key, c_owner = (sql.column(Conversation, n, connection) for n in ("version", "id", "user"))
+    names = ("seq", "role", "content", "tool_calls", "tool_results", "token_count", "conversation", "user")
+    seq, role, content, calls, results, tokens, conversation, m_owner = (
+        sql.column(Message, n, connection) for n in names
+    )
+    fields = f"{seq}, {role}, {content}, {calls}, {results}, {tokens}"
+    running = (
+        f", SUM({tokens}) OVER (ORDER BY {seq} DESC ROWS UNBOUNDED PRECEDING) AS running"
+        if token_bounded
+        else ""
+    )
+    window = (
+        f"SELECT {fields}{running} FROM {m_table} "  # noqa: S608 (names from the models)
+        f"WHERE {conversation} = %s AND {m_owner} = %s ORDER BY {seq} DESC LIMIT %s"
+    )
+    within = "w.running <= %s" if token_bounded else "TRUE"
+    selected = ", ".join(f"w.{name}" for name in (seq, role, content, calls, results, tokens))
     return (
-        f"SELECT {seq}, {role}, {content}, {tool_calls} FROM {sql.table(Message, connection)} "  # noqa: S608
-        f"WHERE {conversation} = %s AND {owner} = %s ORDER BY {seq} DESC LIMIT %s"
+        f"SELECT c.{version}, {selected} FROM {c_table} c "  # noqa: S608 (names from the models)
+        f"LEFT JOIN ({window}) w ON {within} "
+        f"WHERE c.{key} = %s AND c.{c_owner} = %s ORDER BY w.{seq} DESC"
     )
 
 
-# -- the revalidation's message count --------------------------------------------------------------
+# -- the revalidation's version -------------------------------------------------------------------
 
 
-def message_count(
+def conversation_version(
     *, user_id: uuid.UUID, conversation_id: uuid.UUID | str, using: str = DEFAULT_DB_ALIAS
 ) -> int | None:
-    """The conversation's ``message_count``, or None when it is not the user's."""
+    """The conversation's ``version``, or None when it is not the user's."""
     connection = connections[using]
     params = [
         sql.db_value(Conversation, "id", conversation_id, connection),
         sql.db_value(Conversation, "user", user_id, connection),
     ]
     with connection.cursor() as cursor:
-        cursor.execute(_message_count_sql(using), params)
+        cursor.execute(_version_sql(using), params)
         row = cursor.fetchone()
     return None if row is None else int(row[0])
 
 
-def message_count_orm(
+def conversation_version_orm(
     *, user_id: uuid.UUID, conversation_id: uuid.UUID | str, using: str = DEFAULT_DB_ALIAS
 ) -> int | None:
-    """``message_count`` through the ORM."""
-    try:
-        count: int = (
-            Conversation.objects.using(using)
-            .filter(pk=conversation_id, user_id=user_id)
-            .values_list("message_count", flat=True)
-            .get()
-        )
-    except Conversation.DoesNotExist:
-        return None
-    return count
+    """``conversation_version`` through the ORM."""
+    version: int | None = (
+        Conversation.objects.using(using)
+        .filter(pk=conversation_id, user_id=user_id)
+        .values_list("version", flat=True)
+        .first()
+    )
+    return version
 
 
 @functools.cache
-def _message_count_sql(using: str) -> str:
+def _version_sql(using: str) -> str:
     connection = connections[using]
-    count, key, owner = (sql.column(Conversation, n, connection) for n in ("message_count", "id", "user"))
-    return f"SELECT {count} FROM {sql.table(Conversation, connection)} WHERE {key} = %s AND {owner} = %s"  # noqa: S608
+    version, key, owner = (sql.column(Conversation, n, connection) for n in ("version", "id", "user"))
+    return f"SELECT {version} FROM {sql.table(Conversation, connection)} WHERE {key} = %s AND {owner} = %s"  # noqa: S608
 
 
-# -- the append's count: message_count + 1, updated_at moved to now or later ----------------------
+# -- the append's count: message_count + n, updated_at moved to now or later ----------------------
 
 
-def count_message(
-    *, user_id: uuid.UUID, conversation_id: uuid.UUID | str, now: datetime, using: str = DEFAULT_DB_ALIAS
+def count_messages(
+    *,
+    user_id: uuid.UUID,
+    conversation_id: uuid.UUID | str,
+    now: datetime,
+    added: int = 1,
+    using: str = DEFAULT_DB_ALIAS,
 ) -> tuple[int, datetime] | None:
-    """Add one to the conversation's ``message_count`` and move its ``updated_at`` to ``now``
-    or later, taking the row lock, in one UPDATE … RETURNING; the new values, or None when
-    the conversation is not the user's. Runs in the caller's transaction."""
+    """Add ``added`` to the conversation's ``message_count``, one to its ``version``, and move
+    its ``updated_at`` to ``now`` or later, taking the row lock, in one UPDATE … RETURNING;
+    the new count and time, or None when the conversation is not the user's. Runs in the
+    caller's transaction."""
     connection = connections[using]
     params = [
+        added,
         connection.ops.adapt_datetimefield_value(now),
         sql.db_value(Conversation, "id", conversation_id, connection),
         sql.db_value(Conversation, "user", user_id, connection),
     ]
     with connection.cursor() as cursor:
-        cursor.execute(_count_message_sql(using), params)
+        cursor.execute(_count_messages_sql(using), params)
         row = cursor.fetchone()
     if row is None:
         return None
-    seq, updated_at = row
-    return seq, sql.from_db(Conversation, "updated_at", updated_at, connection)
+    count, updated_at = row
+    return count, sql.from_db(Conversation, "updated_at", updated_at, connection)
 
 
-def count_message_orm(
-    *, user_id: uuid.UUID, conversation_id: uuid.UUID | str, now: datetime, using: str = DEFAULT_DB_ALIAS
+def count_messages_orm(
+    *,
+    user_id: uuid.UUID,
+    conversation_id: uuid.UUID | str,
+    now: datetime,
+    added: int = 1,
+    using: str = DEFAULT_DB_ALIAS,
 ) -> tuple[int, datetime] | None:
-    """``count_message`` through the ORM: the UPDATE (which takes the row lock), then a
+    """``count_messages`` through the ORM: the UPDATE (which takes the row lock), then a
     SELECT of what it wrote, since Django's ``update()`` returns no values."""
     conversation = Conversation.objects.using(using).filter(pk=conversation_id, user_id=user_id)
     updated = conversation.update(
-        message_count=F("message_count") + 1, updated_at=Greatest(Value(now), F("updated_at"))
+        message_count=F("message_count") + added,
+        version=F("version") + 1,
+        updated_at=Greatest(Value(now), F("updated_at")),
     )
     if not updated:
         return None
-    seq, updated_at = conversation.values_list("message_count", "updated_at").get()
-    return seq, updated_at
+    count, updated_at = conversation.values_list("message_count", "updated_at").get()
+    return count, updated_at
 
 
 @functools.cache
-def _count_message_sql(using: str) -> str:
+def _count_messages_sql(using: str) -> str:
     connection = connections[using]
-    count, updated_at, key, owner = (
-        sql.column(Conversation, n, connection) for n in ("message_count", "updated_at", "id", "user")
+    count, version, updated_at, key, owner = (
+        sql.column(Conversation, n, connection)
+        for n in ("message_count", "version", "updated_at", "id", "user")
     )
     greatest = "MAX" if connection.vendor == "sqlite" else "GREATEST"  # as Django's Greatest does
     return (
         f"UPDATE {sql.table(Conversation, connection)} "  # noqa: S608 (names from the model)
-        f"SET {count} = {count} + 1, {updated_at} = {greatest}(%s, {updated_at}) "
+        f"SET {count} = {count} + %s, {version} = {version} + 1, "
+        f"{updated_at} = {greatest}(%s, {updated_at}) "
         f"WHERE {key} = %s AND {owner} = %s RETURNING {count}, {updated_at}"
     )

@@ -1,4 +1,4 @@
-from rest_framework.routers import DefaultRouter
+from rest_framework.routers import DefaultRouter, Route
 
 from .views import ConversationViewSet, MessageViewSet
 
@@ -7,6 +7,13 @@ class Router(DefaultRouter):
     # No `<id>.json` routes: the views take no `format` argument (those paths were 500s), and
     # this API has one representation. Unmatched, such paths get the JSON 404 of any other.
     include_format_suffixes = False
+    # DELETE on a list clears it, for the viewsets that have a `clear` (the messages).
+    routes = [
+        route._replace(mapping={**route.mapping, "delete": "clear"})
+        if isinstance(route, Route) and route.name == "{basename}-list"
+        else route
+        for route in DefaultRouter.routes
+    ]
 
 
 router = Router()

@@ -2,6 +2,7 @@
 
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
 
@@ -21,7 +22,8 @@ from accounts.models import User
 from core import rls
 from core.audit import api_request
 
-from . import audit, conditional, selectors, services
+from . import audit, conditional, history_formats, selectors, services
+from . import tool_results as tool_results_rules
 from .filters import ConversationFilter, MessageFilter
 from .models import Conversation, Message
 from .pagination import ConversationPagination, MessagePagination, parse_bounded_int
@@ -32,10 +34,13 @@ from .serializers import (
     HistorySerializer,
     MessageCreateSerializer,
     MessageSerializer,
+    ToolResultsRecordSerializer,
 )
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
+# max_tokens has no maximum of its own; beyond this it bounds nothing that exists.
+MAX_TOKENS_CEILING = 2**62
 
 
 # The schema of a conditional GET (conditional.py): If-None-Match in, ETag out, 304.
@@ -57,10 +62,32 @@ CONDITIONAL_PARAMETERS = [
 NOT_MODIFIED = OpenApiResponse(description="Not modified since the ETag in If-None-Match; no body.")
 
 
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the conversation's current state."
+    default_code = "conflict"
+
+
+NOT_NEWEST = "Only the conversation's newest message can be deleted."
+IDEMPOTENCY_KEY_STALE = (
+    "The messages this Idempotency-Key created have been deleted since; nothing was created."
+)
+# Its body is config/schema.py's Detail, as every error's.
+CONFLICT = OpenApiResponse(description="Conflicts with the conversation's current state.")
+
+
 class IdempotencyKeyConflict(APIException):
     status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
     default_detail = "This Idempotency-Key was used with another conversation or another request body."
     default_code = "idempotency_key_reused"
+
+
+def parse_choice(params: Mapping[str, str], name: str, choices: Sequence[str]) -> str:
+    """A query parameter that is one of ``choices``, the first by default; else a 400 naming it."""
+    value = params.get(name, choices[0])
+    if value not in choices:
+        raise ValidationError({name: [f"Must be one of: {', '.join(choices)}."]})
+    return value
 
 
 def parse_id(value: str) -> uuid.UUID:
@@ -188,13 +215,30 @@ class ConversationViewSet(
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
-        summary="The last messages, ready to hand to a chat-completion model",
+        summary="The last messages, ready to hand to a model API",
         parameters=[
             OpenApiParameter(
                 "limit",
                 OpenApiTypes.INT,
-                description=f"How many of the latest messages, 1 to {selectors.HISTORY_MAX_LIMIT} "
+                description=f"How many of the latest stored messages, 1 to {selectors.HISTORY_MAX_LIMIT} "
                 f"(default {selectors.HISTORY_DEFAULT_LIMIT}; larger is clamped).",
+            ),
+            OpenApiParameter(
+                "max_tokens",
+                OpenApiTypes.INT,
+                description="At least 1: the newest messages whose token_counts add up to at most this.",
+            ),
+            OpenApiParameter(
+                "start",
+                OpenApiTypes.STR,
+                enum=list(selectors.HISTORY_STARTS),
+                description="user: drop leading messages until the window begins with a user message.",
+            ),
+            OpenApiParameter(
+                "format",
+                OpenApiTypes.STR,
+                enum=list(history_formats.FORMATS),
+                description="The model API the messages are shaped for (default openai).",
             ),
             *CONDITIONAL_PARAMETERS,
         ],
@@ -203,33 +247,42 @@ class ConversationViewSet(
     @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
     def history(self, request: Request, pk: str) -> Response:
         conversation_id = parse_id(pk)
+        params = request.query_params
         limit = parse_bounded_int(
-            request.query_params,
-            "limit",
-            default=selectors.HISTORY_DEFAULT_LIMIT,
-            maximum=selectors.HISTORY_MAX_LIMIT,
+            params, "limit", default=selectors.HISTORY_DEFAULT_LIMIT, maximum=selectors.HISTORY_MAX_LIMIT
         )
+        max_tokens = parse_bounded_int(params, "max_tokens", default=0, maximum=MAX_TOKENS_CEILING) or None
+        start = parse_choice(params, "start", selectors.HISTORY_STARTS)
+        history_format = parse_choice(params, "format", history_formats.FORMATS)
         try:
             if request.headers.get("If-None-Match"):
-                # seq is gap-free, so the newest message's seq is the conversation's
-                # message_count: one row by primary key decides a 304, not the window.
-                count = selectors.conversation_message_count(user=self.user, conversation_id=conversation_id)
-                etag = conditional.etag_for(request, [count])
+                # The conversation's version moves with every change to its messages: one
+                # row by primary key decides a 304, not the window.
+                version = selectors.conversation_version(user=self.user, conversation_id=conversation_id)
+                etag = conditional.etag_for(request, [version])
                 if conditional.matches(request, etag):
                     return conditional.not_modified(etag)
-            window = selectors.history_window(user=self.user, conversation_id=conversation_id, limit=limit)
+            window = selectors.history_window(
+                user=self.user,
+                conversation_id=conversation_id,
+                limit=limit,
+                max_tokens=max_tokens,
+                start=start,
+                format=history_format,
+            )
         except Conversation.DoesNotExist:
             raise NotFound from None
-        etag = conditional.etag_for(request, [window.last_seq])
-        body = {"conversation_id": str(conversation_id), "messages": window.messages}
-        return Response(body, headers={"ETag": etag})
+        body = {
+            "conversation_id": str(conversation_id),
+            "format": history_format,
+            "tokens": window.tokens,
+            "messages": window.messages,
+        }
+        return Response(body, headers={"ETag": conditional.etag_for(request, [window.version])})
 
     def retrieve(self, request: Request, pk: str) -> Response:
         conversation = self.get_object()
-        # A rename moves updated_at too, so these two version everything the answer shows.
-        etag = conditional.etag_for(
-            request, [conversation.updated_at.isoformat(), conversation.message_count]
-        )
+        etag = conditional.etag_for(request, [conversation.version])
         if conditional.matches(request, etag):
             return conditional.not_modified(etag)
         return Response(ConversationSerializer(conversation).data, headers={"ETag": etag})
@@ -274,13 +327,18 @@ class ConversationViewSet(
         },
     ),
     retrieve=extend_schema(summary="Get one message"),
+    destroy=extend_schema(
+        summary="Delete the conversation's newest message (undo the last turn)",
+        responses={204: None, 409: CONFLICT},
+    ),
+    clear=extend_schema(summary="Delete every message and keep the conversation", responses={204: None}),
 )
 @extend_schema(parameters=[OpenApiParameter("conversation_pk", OpenApiTypes.UUID, OpenApiParameter.PATH)])
 class MessageViewSet(mixins.RetrieveModelMixin, OwnedViewSet):
     serializer_class = MessageSerializer
     pagination_class = MessagePagination
     filterset_class = MessageFilter
-    self_scoped_actions = frozenset({"create"})
+    self_scoped_actions = frozenset({"create", "destroy", "clear", "tool_results"})
 
     @property
     def conversation_id(self) -> uuid.UUID:
@@ -304,10 +362,12 @@ class MessageViewSet(mixins.RetrieveModelMixin, OwnedViewSet):
             )
         except Conversation.DoesNotExist:
             raise NotFound from None
-        # Messages never change, so their seqs (and whether links lead on) version the page.
+        # A message changes only by gaining tool results, and an id is never reused (an undo
+        # then another append makes a new one): ids and result counts version the page.
         paginator = self.paginator
         assert isinstance(paginator, MessagePagination)  # noqa: S101
-        etag = conditional.etag_for(request, [*(m.seq for m in page), *paginator.edges])
+        versions = (f"{m.pk}:{len(m.tool_results or ())}" for m in page)
+        etag = conditional.etag_for(request, [*versions, *paginator.edges])
         if conditional.matches(request, etag):
             return conditional.not_modified(etag)
         response = self.get_paginated_response(MessageSerializer(page, many=True).data)
@@ -315,30 +375,90 @@ class MessageViewSet(mixins.RetrieveModelMixin, OwnedViewSet):
         return response
 
     def create(self, request: Request, conversation_pk: str) -> Response:
-        serializer = MessageCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        fields = serializer.validated_data
+        batch = isinstance(request.data, list)
+        messages = self._validated_messages(request.data if batch else [request.data])
         key = self._idempotency_key()
         replayed = False
         try:
             if key is None:
-                message = services.message_append(
-                    user=self.user, conversation_id=self.conversation_id, **fields
+                created = services.messages_append(
+                    user=self.user, conversation_id=self.conversation_id, messages=messages
                 )
             else:
-                message, replayed = services.message_append_idempotent(
+                created, replayed = services.messages_append_idempotent(
                     user=self.user,
                     conversation_id=self.conversation_id,
+                    messages=messages,
                     idempotency_key=key,
                     request_body=request.data,
-                    **fields,
                 )
         except Conversation.DoesNotExist:
             raise NotFound from None
         except services.IdempotencyKeyReused:
             raise IdempotencyKeyConflict from None
+        except services.IdempotencyKeyStale:
+            raise Conflict(IDEMPOTENCY_KEY_STALE) from None
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
-        return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED, headers=headers)
+        data = MessageSerializer(created, many=True).data if batch else MessageSerializer(created[0]).data
+        return Response(data, status=status.HTTP_201_CREATED, headers=headers)
+
+    def destroy(self, request: Request, conversation_pk: str, pk: str) -> Response:
+        try:
+            services.message_pop(
+                user=self.user, conversation_id=self.conversation_id, message_id=parse_id(pk)
+            )
+        except (Conversation.DoesNotExist, Message.DoesNotExist):
+            raise NotFound from None
+        except services.MessageNotNewest:
+            raise Conflict(NOT_NEWEST) from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def clear(self, request: Request, conversation_pk: str) -> Response:
+        try:
+            services.conversation_clear(user=self.user, conversation_id=self.conversation_id)
+        except Conversation.DoesNotExist:
+            raise NotFound from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        summary="Record results of a message's tool calls",
+        request=ToolResultsRecordSerializer,
+        responses={200: MessageSerializer, 409: CONFLICT},
+    )
+    @action(
+        detail=True, methods=["post"], url_path="tool-results", pagination_class=None, filterset_class=None
+    )
+    def tool_results(self, request: Request, conversation_pk: str, pk: str) -> Response:
+        serializer = ToolResultsRecordSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            message = services.tool_results_record(
+                user=self.user,
+                conversation_id=self.conversation_id,
+                message_id=parse_id(pk),
+                tool_results=serializer.validated_data["tool_results"],
+            )
+        except (Conversation.DoesNotExist, Message.DoesNotExist):
+            raise NotFound from None
+        except tool_results_rules.ToolResultsInvalid as invalid:
+            raise ValidationError({"tool_results": [str(invalid)]}) from None
+        except tool_results_rules.ToolResultAlreadyRecorded as recorded:
+            raise Conflict(str(recorded)) from None
+        return Response(MessageSerializer(message).data)
+
+    def _validated_messages(self, bodies: Sequence[Any]) -> Sequence[services.NewMessage]:
+        """Each body validated; any error is a 400 with nothing written: for an array body,
+        an array with one error object per item (``{}`` for a valid one)."""
+        if not 1 <= len(bodies) <= services.BATCH_MAX_MESSAGES:
+            raise ValidationError(
+                {"detail": f"Append 1 to {services.BATCH_MAX_MESSAGES} messages at a time."}
+            )
+        serializers = [MessageCreateSerializer(data=body) for body in bodies]
+        valid = [serializer.is_valid() for serializer in serializers]
+        if not all(valid):
+            errors = [serializer.errors for serializer in serializers]
+            raise ValidationError(errors if isinstance(self.request.data, list) else errors[0])
+        return [services.NewMessage(**serializer.validated_data) for serializer in serializers]
 
     def _idempotency_key(self) -> str | None:
         key = self.request.headers.get(IDEMPOTENCY_KEY_HEADER)

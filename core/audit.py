@@ -56,6 +56,7 @@ FORBIDDEN_FIELDS = frozenset(
         "content",
         "title",
         "tool_calls",
+        "tool_results",
         "body",
         "data",
         "password",

@@ -125,10 +125,16 @@ async def test_an_agent_turn_under_asyncio():
 
 
 @pytest.mark.django_db
-def test_the_message_count_versions_the_history_and_is_the_owners_alone(user, other_user):
+def test_the_version_moves_with_every_change_and_is_the_owners_alone(user, other_user):
     conversation = services.conversation_create(user=user)
-    assert selectors.conversation_message_count(user=user, conversation_id=conversation.pk) == 0
+    versions = [selectors.conversation_version(user=user, conversation_id=conversation.pk)]
     services.message_append(user=user, conversation_id=conversation.pk, role="user", content="hi")
-    assert selectors.conversation_message_count(user=user, conversation_id=conversation.pk) == 1
+    versions.append(selectors.conversation_version(user=user, conversation_id=conversation.pk))
+    services.message_pop(user=user, conversation_id=conversation.pk)
+    versions.append(selectors.conversation_version(user=user, conversation_id=conversation.pk))
+    services.message_append(user=user, conversation_id=conversation.pk, role="user", content="hi")
+    versions.append(selectors.conversation_version(user=user, conversation_id=conversation.pk))
+    # The same message_count as after the first append, but another version.
+    assert len(set(versions)) == len(versions)
     with pytest.raises(Conversation.DoesNotExist):
-        selectors.conversation_message_count(user=other_user, conversation_id=conversation.pk)
+        selectors.conversation_version(user=other_user, conversation_id=conversation.pk)
