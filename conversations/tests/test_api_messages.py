@@ -41,10 +41,26 @@ def test_append_returns_the_contract_shape_and_moves_the_conversation(auth_clien
 
     assert response.status_code == HTTPStatus.CREATED
     body = response.json()
-    assert set(body) == {"id", "conversation_id", "user_id", "role", "content", "tool_calls", "created_at"}
+    assert set(body) == {
+        "id",
+        "conversation_id",
+        "user_id",
+        "role",
+        "content",
+        "tool_calls",
+        "tool_results",
+        "token_count",
+        "created_at",
+    }
     assert body["conversation_id"] == str(conversation.pk)
     assert body["user_id"] == str(user.pk)
-    assert (body["role"], body["content"], body["tool_calls"]) == ("user", "Hello", None)
+    assert (body["role"], body["content"], body["tool_calls"], body["tool_results"]) == (
+        "user",
+        "Hello",
+        None,
+        None,
+    )
+    assert body["token_count"] == 1  # "Hello" is one token of o200k_base
     assert TIMESTAMP.match(body["created_at"])
     conversation.refresh_from_db()
     assert conversation.message_count == 1
@@ -281,8 +297,12 @@ def test_history_is_the_last_n_in_chronological_order_in_chat_format(auth_client
 
     body = auth_client.get(history_url(conversation.pk, "limit=3")).json()
 
+    window = Message.objects.order_by("-seq")[:3]
     assert body == {
         "conversation_id": str(conversation.pk),
+        "format": "openai",
+        "tokens": sum(message.token_count for message in window),
+        # The newest message's call has no result yet: it stays, for the agent to resume.
         "messages": [
             {"role": "user", "content": "q3"},
             {"role": "user", "content": "q4"},
@@ -312,6 +332,8 @@ def test_history_bad_limit_is_a_400(auth_client, conversation, limit):
 def test_history_of_an_empty_conversation(auth_client, conversation):
     assert auth_client.get(history_url(conversation.pk)).json() == {
         "conversation_id": str(conversation.pk),
+        "format": "openai",
+        "tokens": 0,
         "messages": [],
     }
 

@@ -51,7 +51,7 @@ class Endpoint:
     method: str
     route: str
     ids: tuple[str, ...] = ()  # the path's ids, in order: "conversation", "message"
-    body: dict[str, Any] | None = None
+    body: Any = None
 
 
 # Every operation of the contract that takes a bearer token.
@@ -67,7 +67,21 @@ ENDPOINTS = {
     "append message": Endpoint(
         "post", "conversation-message-list", ("conversation",), body={"role": "user", "content": "attacker's"}
     ),
+    "append a turn": Endpoint(
+        "post",
+        "conversation-message-list",
+        ("conversation",),
+        body=[{"role": "user", "content": "attacker's"}, {"role": "assistant", "content": "ok"}],
+    ),
     "get message": Endpoint("get", "conversation-message-detail", ("conversation", "message")),
+    "record tool results": Endpoint(
+        "post",
+        "conversation-message-tool-results",
+        ("conversation", "message"),
+        body={"tool_results": [{"tool_call_id": "call_1", "content": "attacker's"}]},
+    ),
+    "undo the last message": Endpoint("delete", "conversation-message-detail", ("conversation", "message")),
+    "clear messages": Endpoint("delete", "conversation-message-list", ("conversation",)),
     "history": Endpoint("get", "conversation-history", ("conversation",)),
     "me": Endpoint("get", "auth-me"),
 }
@@ -79,7 +93,6 @@ OTHER_METHODS = [
     ("put", Endpoint("put", "conversation-detail", ("conversation",), body={"title": "attacker's"})),
     ("post", Endpoint("post", "conversation-detail", ("conversation",), body={"title": "attacker's"})),
     ("put", Endpoint("put", "conversation-message-list", ("conversation",), body={"role": "user"})),
-    ("delete", Endpoint("delete", "conversation-message-list", ("conversation",))),
     (
         "put",
         Endpoint("put", "conversation-message-detail", ("conversation", "message"), body={"content": "x"}),
@@ -88,7 +101,7 @@ OTHER_METHODS = [
         "patch",
         Endpoint("patch", "conversation-message-detail", ("conversation", "message"), body={"content": "x"}),
     ),
-    ("delete", Endpoint("delete", "conversation-message-detail", ("conversation", "message"))),
+    ("get", Endpoint("get", "conversation-message-tool-results", ("conversation", "message"))),
     ("post", Endpoint("post", "conversation-history", ("conversation",), body={})),
     ("delete", Endpoint("delete", "conversation-history", ("conversation",))),
     ("delete", Endpoint("delete", "auth-me")),
@@ -113,8 +126,14 @@ def world():
     a_message = MessageFactory.create(conversation=ConversationFactory.create(user=a))
     b_conversation = ConversationFactory.create(user=b)
     MessageFactory.create(conversation=b_conversation)
+    # B's newest message, with a call awaiting its result: every endpoint has a valid target.
     b_message, _ = services.message_append_idempotent(
-        user=b, conversation_id=b_conversation.pk, role="user", content="B's secret", idempotency_key="b-key"
+        user=b,
+        conversation_id=b_conversation.pk,
+        role="assistant",
+        content="B's secret",
+        tool_calls=[{"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}],
+        idempotency_key="b-key",
     )
     return World(a, b, a_message.conversation, a_message, b_conversation, b_message)
 
@@ -426,7 +445,9 @@ def test_a_user_id_other_than_the_callers_is_403_on_every_endpoint_and_changes_n
     named = str(world.b.pk) if value == "the victim's id" else "not-a-uuid"
     spec = ENDPOINTS[endpoint]
     kwargs: dict[str, Any]
-    if place == "in the body":
+    if place == "in the body" and isinstance(spec.body, list):  # a batch: in its last item
+        kwargs = {"body": [*spec.body[:-1], {**spec.body[-1], "user_id": named}]}
+    elif place == "in the body":
         kwargs = {"body": {**(spec.body or {}), "user_id": named}}
     elif place == "in the query":
         kwargs = {"query": f"user_id={named}"}

@@ -40,7 +40,17 @@ LOGOUT = "/api/v1/auth/logout/"
 CONVERSATIONS = "/api/v1/conversations/"
 
 CONVERSATION_FIELDS = {"id", "user_id", "title", "created_at", "updated_at", "message_count"}
-MESSAGE_FIELDS = {"id", "conversation_id", "user_id", "role", "content", "tool_calls", "created_at"}
+MESSAGE_FIELDS = {
+    "id",
+    "conversation_id",
+    "user_id",
+    "role",
+    "content",
+    "tool_calls",
+    "tool_results",
+    "token_count",
+    "created_at",
+}
 PAGE_FIELDS = {"next", "previous", "results"}
 
 WEATHER_CALL = {
@@ -48,6 +58,7 @@ WEATHER_CALL = {
     "type": "function",
     "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
 }
+WEATHER_RESULT = {"tool_call_id": "call_1", "content": "4 °C, rain", "is_error": False}
 
 
 def conversation_url(conversation_id: str) -> str:
@@ -509,7 +520,12 @@ def test_messages_append_list_walk_detail_and_history(alice, server):
         {"role": "user", "content": "What's the weather in Oslo?"},
         {"role": "assistant", "content": "Let me check."},
         {"role": "user", "content": "  Please hurry \n"},
-        {"role": "assistant", "content": None, "tool_calls": [WEATHER_CALL]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [WEATHER_CALL],
+            "tool_results": [WEATHER_RESULT],
+        },
         {"role": "assistant", "content": "It is 4 °C and raining in Oslo. 🌧"},
     ]
     posted = []
@@ -563,15 +579,20 @@ def test_messages_append_list_walk_detail_and_history(alice, server):
     history = alice.json(200, "GET", f"{history_url(cid)}?limit=2")
     assert history == {
         "conversation_id": cid,
+        "format": "openai",
+        "tokens": posted[3]["token_count"] + posted[4]["token_count"],
         "messages": [
             {"role": "assistant", "content": None, "tool_calls": [WEATHER_CALL]},
+            {"role": "tool", "tool_call_id": WEATHER_CALL["id"], "content": WEATHER_RESULT["content"]},
             {"role": "assistant", "content": "It is 4 °C and raining in Oslo. 🌧"},
         ],
     }
     full = alice.json(200, "GET", history_url(cid))
-    assert [m["content"] for m in full["messages"]] == [b["content"] for b in bodies]
+    contents = [b["content"] for b in bodies]
+    assert [m["content"] for m in full["messages"]] == [*contents[:4], WEATHER_RESULT["content"], contents[4]]
     assert [set(m) for m in full["messages"]] == [{"role", "content"}] * 3 + [
         {"role", "content", "tool_calls"},
+        {"role", "tool_call_id", "content"},
         {"role", "content"},
     ]
     assert alice.json(200, "GET", f"{history_url(cid)}?limit=1000") == full, "limit is not clamped"

@@ -21,6 +21,7 @@ from .factories import ConversationFactory, UserFactory
 pytestmark = pytest.mark.django_db
 
 TOOL_CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "é"}'}}
+TOOL_RESULT = {"tool_call_id": "call_1", "content": "ça marche", "is_error": False}
 on_postgresql = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="row-level security is PostgreSQL's"
 )
@@ -29,13 +30,15 @@ on_postgresql = pytest.mark.skipif(
 @pytest.fixture
 def chat():
     """A conversation of 120 messages (more than one fetch of the hand-written history): of
-    both roles, with tool calls, an empty tool-call list, no content and non-ASCII text."""
+    both roles, with tool calls and results, an empty tool-call list, no content, non-ASCII
+    text, and token counts from 0 to hundreds."""
     conversation = ConversationFactory.create()
     kinds: list[dict[str, Any]] = [
         {"role": "user", "content": "bonjour, ça va ? 🙂"},
-        {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]},
+        {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL], "tool_results": [TOOL_RESULT]},
         {"role": "assistant", "content": "done", "tool_calls": []},
-        {"role": "user", "content": ""},
+        {"role": "user", "content": "word " * 150},
+        {"role": "assistant", "content": ""},
     ]
     for i in range(120):
         message_append(user=conversation.user, conversation_id=conversation.pk, **kinds[i % len(kinds)])
@@ -43,19 +46,47 @@ def chat():
     return conversation
 
 
-def histories(user_id: uuid.UUID, conversation_id: uuid.UUID, limit: int) -> tuple[list[Any], list[Any]]:
-    hand = statements.history_rows(user_id=user_id, conversation_id=conversation_id, limit=limit)
-    orm = statements.history_rows_orm(user_id=user_id, conversation_id=conversation_id, limit=limit)
-    return list(hand), list(orm)
+def histories(
+    user_id: uuid.UUID, conversation_id: uuid.UUID, limit: int, max_tokens: int | None = None
+) -> tuple[tuple[int | None, list[Any]], tuple[int | None, list[Any]]]:
+    """(version, rows) of the hand-written window and of its ORM twin."""
+    window = {
+        "user_id": user_id,
+        "conversation_id": conversation_id,
+        "limit": limit,
+        "max_tokens": max_tokens,
+    }
+    with statements.history_rows(**window) as hand:
+        hand_rows = list(hand.rows)
+    orm = statements.history_rows_orm(**window)
+    return (hand.version, hand_rows), (orm.version, list(orm.rows))
 
 
 @pytest.mark.parametrize("limit", [1, 2, 99, 100, 101, 120, 500])
 def test_the_history_window_is_its_orm_twins(chat, limit):
     with user_scope(chat.user):
         hand, orm = histories(chat.user.pk, chat.pk, limit)
-    assert len(hand) == min(limit, 120)
-    assert hand[0][0] == 120
+    assert hand[0] == chat.version
+    assert len(hand[1]) == min(limit, 120)
+    assert hand[1][0][0] == 120
     assert_same(hand, orm)
+
+
+@pytest.mark.parametrize("max_tokens", [1, 2, 151, 152, 500, 10_000])
+@pytest.mark.parametrize("limit", [1, 7, 120])
+def test_the_token_bounded_window_is_its_orm_twins(chat, limit, max_tokens):
+    """The newest messages whose token counts add up to at most ``max_tokens``: the running
+    sum stops at the first that would pass it."""
+    with user_scope(chat.user):
+        hand, orm = histories(chat.user.pk, chat.pk, limit, max_tokens)
+        _, everything = histories(chat.user.pk, chat.pk, 500)[0]
+    assert_same(hand, orm)
+    rows = hand[1]
+    assert sum(row[5] for row in rows) <= max_tokens
+    assert len(rows) <= limit
+    if len(rows) < limit:
+        assert sum(row[5] for row in everything[: len(rows) + 1]) > max_tokens
+    assert rows == everything[: len(rows)]
 
 
 @pytest.mark.parametrize("whose", ["empty", "missing", "another user's"])
@@ -68,7 +99,9 @@ def test_the_history_window_of_nothing_is_its_orm_twins(chat, whose):
     }[whose]()
     with user_scope(user):
         hand, orm = histories(user.pk, conversation_id, 50)
-    assert hand == orm == []
+        bounded = histories(user.pk, conversation_id, 50, max_tokens=10)
+    version = 0 if whose == "empty" else None
+    assert hand == orm == bounded[0] == bounded[1] == (version, [])
 
 
 @on_postgresql
@@ -76,23 +109,23 @@ def test_another_users_history_is_invisible_to_both_under_row_level_security(cha
     """Asked for the owner's rows in another user's scope: the policies hide them from both."""
     with user_scope(UserFactory.create()):
         hand, orm = histories(chat.user.pk, chat.pk, 50)
-    assert hand == orm == []
+    assert hand == orm == (None, [])
     with user_scope(chat.user):
-        assert len(histories(chat.user.pk, chat.pk, 50)[0]) == 50
+        assert len(histories(chat.user.pk, chat.pk, 50)[0][1]) == 50
 
 
 def counts(user_id: uuid.UUID, conversation_id: uuid.UUID) -> tuple[int | None, int | None]:
     return (
-        statements.message_count(user_id=user_id, conversation_id=conversation_id),
-        statements.message_count_orm(user_id=user_id, conversation_id=conversation_id),
+        statements.conversation_version(user_id=user_id, conversation_id=conversation_id),
+        statements.conversation_version_orm(user_id=user_id, conversation_id=conversation_id),
     )
 
 
-def test_the_message_count_is_its_orm_twins(chat):
+def test_the_version_is_its_orm_twins(chat):
     empty = ConversationFactory.create()
     with user_scope(chat.user):
         hand, orm = counts(chat.user.pk, chat.pk)
-    assert hand == 120
+    assert hand == 120  # one per append
     assert_same(hand, orm)
     with user_scope(empty.user):
         hand, orm = counts(empty.user.pk, empty.pk)
@@ -100,7 +133,7 @@ def test_the_message_count_is_its_orm_twins(chat):
     assert_same(hand, orm)
 
 
-def test_the_message_count_of_a_missing_or_another_users_conversation_is_none_for_both(chat):
+def test_the_version_of_a_missing_or_another_users_conversation_is_none_for_both(chat):
     user = UserFactory.create()
     with user_scope(user):
         assert counts(user.pk, uuid.uuid4()) == (None, None)
@@ -108,19 +141,23 @@ def test_the_message_count_of_a_missing_or_another_users_conversation_is_none_fo
 
 
 @on_postgresql
-def test_another_users_message_count_is_invisible_to_both_under_row_level_security(chat):
+def test_another_users_version_is_invisible_to_both_under_row_level_security(chat):
     with user_scope(UserFactory.create()):
         assert counts(chat.user.pk, chat.pk) == (None, None)
 
 
-def counted(user_id: uuid.UUID, conversation_id: uuid.UUID, now: datetime) -> tuple[Any, Any, list[Any]]:
+def counted(
+    user_id: uuid.UUID, conversation_id: uuid.UUID, now: datetime, added: int = 1
+) -> tuple[Any, Any, list[Any]]:
     """Both appends' counts from the same row, each in a transaction rolled back after it,
     and the row as each left it."""
     results, rows = [], []
-    for count in (statements.count_message, statements.count_message_orm):
+    for count in (statements.count_messages, statements.count_messages_orm):
         with transaction.atomic():
-            results.append(count(user_id=user_id, conversation_id=conversation_id, now=now))
-            row = Conversation.objects.filter(pk=conversation_id).values("message_count", "updated_at")
+            results.append(count(user_id=user_id, conversation_id=conversation_id, now=now, added=added))
+            row = Conversation.objects.filter(pk=conversation_id).values(
+                "message_count", "version", "updated_at"
+            )
             rows.append(list(row))
             transaction.set_rollback(True)
     assert_same(rows[0], rows[1])
@@ -134,7 +171,19 @@ def test_the_appends_count_is_its_orm_twins(chat, clock):
     with user_scope(chat.user):
         hand, orm, row = counted(chat.user.pk, chat.pk, now)
     assert hand == (121, max(now, chat.updated_at))
-    assert row == [{"message_count": 121, "updated_at": hand[1]}]
+    assert row == [{"message_count": 121, "version": 121, "updated_at": hand[1]}]
+    assert_same(hand, orm)
+
+
+@pytest.mark.parametrize("added", [4, 0, -1, -120])
+def test_a_batch_undo_or_clear_count_is_its_orm_twins(chat, added):
+    """A batch adds its size, recording results adds nothing, an undo takes one away and a
+    clear all: each moves the version by one."""
+    now = chat.updated_at + timedelta(seconds=1)
+    with user_scope(chat.user):
+        hand, orm, row = counted(chat.user.pk, chat.pk, now, added)
+    assert hand == (120 + added, now)
+    assert row == [{"message_count": 120 + added, "version": 121, "updated_at": now}]
     assert_same(hand, orm)
 
 
@@ -167,7 +216,7 @@ def test_another_users_conversation_cannot_be_counted_by_either_under_row_level_
 # statements, and the SQL that the ORM cannot express (README, Performance).
 RAW_SQL_ALLOWED = {
     "accounts/statements.py": "the token's user lookup",
-    "conversations/statements.py": "history window, message count, the append's UPDATE",
+    "conversations/statements.py": "history window, conversation version, the append's UPDATE",
     "core/rls.py": "set_config",
     "core/health.py": "the health probe",
     "conversations/roles.py": "the serving role's grants",
