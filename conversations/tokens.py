@@ -49,6 +49,11 @@ def message_tokens(
     return _count(texts + _result_texts(tool_results))
 
 
+def load() -> None:
+    """Load the vocabulary now rather than at the first count (a server worker's start)."""
+    _count(["warm"])
+
+
 def tool_results_tokens(tool_results: list[dict[str, Any]]) -> int:
     """What recording `tool_results` later adds to a message's `token_count`."""
     return _count(_result_texts(tool_results))

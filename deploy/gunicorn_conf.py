@@ -60,6 +60,14 @@ def on_starting(server: Any) -> None:
     path.mkdir(parents=True, exist_ok=True)
 
 
+def post_worker_init(worker: Any) -> None:
+    """Load the tokenizer's vocabulary (about 0.7 s) as the worker starts, not in its first
+    append's answer."""
+    from conversations import tokens
+
+    tokens.load()
+
+
 def child_exit(server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
