@@ -35,8 +35,9 @@ class Conversation(models.Model):
     message_count = models.PositiveIntegerField(default=0)
     # One more with every change to the conversation or its messages (an append, tool
     # results, an undo, a clear, a rename): what versions its ETags, since counts and times
-    # can come back to where they were (an undo then another append).
-    version = models.PositiveBigIntegerField(default=0, editable=False)
+    # can come back to where they were (an undo then another append). A database default
+    # too, like token_count's: rows written by SQL (bulk loads) get it.
+    version = models.PositiveBigIntegerField(default=0, db_default=0, editable=False)
 
     class Meta:
         indexes = [
@@ -88,7 +89,7 @@ class Message(models.Model):
     # The answers to tool_calls, one per call at most, recorded with the append or later.
     tool_results = models.JSONField(null=True, blank=True)
     # What the message costs a model (conversations/tokens.py), grown as results come in.
-    token_count = models.PositiveIntegerField(default=0)
+    token_count = models.PositiveIntegerField(default=0, db_default=0)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

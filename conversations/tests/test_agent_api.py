@@ -20,14 +20,21 @@ def test_an_agent_turn_in_sync_code(user):
         user=user, conversation_id=conversation.pk, role="user", content="Weather in Oslo?"
     )
     history = selectors.history_load(user=user, conversation_id=conversation.pk)
-    services.message_append(
+    call = services.message_append(
         user=user, conversation_id=conversation.pk, role="assistant", content=None, tool_calls=[TOOL_CALL]
+    )
+    services.tool_results_record(
+        user=user,
+        conversation_id=conversation.pk,
+        message_id=call.pk,
+        tool_results=[{"tool_call_id": TOOL_CALL["id"], "content": "18 °C, sun"}],
     )
     services.message_append(user=user, conversation_id=conversation.pk, role="assistant", content="Sunny.")
 
     assert history == [{"role": "user", "content": "Weather in Oslo?"}]
     assert selectors.history_load(user=user, conversation_id=conversation.pk, limit=2) == [
         {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]},
+        {"role": "tool", "tool_call_id": TOOL_CALL["id"], "content": "18 °C, sun"},
         {"role": "assistant", "content": "Sunny."},
     ]
 
