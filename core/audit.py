@@ -222,7 +222,9 @@ def api_request() -> Iterator[None]:
 
 def _ids_of(result: object) -> tuple[object, object]:
     """(conversation id, message id) of what a service function returned."""
-    if isinstance(result, tuple) and result:  # (message, replayed)
+    if isinstance(result, tuple) and result:  # (message or messages, replayed)
+        result = result[0]
+    if isinstance(result, list) and result:  # a batch: its conversation, its first message
         result = result[0]
     model = getattr(getattr(result, "_meta", None), "model_name", None)
     if model == "conversation":
