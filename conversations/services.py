@@ -74,12 +74,12 @@ class NewMessage:
     tool_results: ToolResults | None = None
 
     def as_body(self) -> dict[str, Any]:
-        return {
-            "role": self.role,
-            "content": self.content,
-            "tool_calls": self.tool_calls,
-            "tool_results": self.tool_results,
-        }
+        """What an idempotency key of a Python caller is bound to: the message's fields
+        (``tool_results`` only when given, so that keys of earlier versions still replay)."""
+        body = {"role": self.role, "content": self.content, "tool_calls": self.tool_calls}
+        if self.tool_results is not None:
+            body["tool_results"] = self.tool_results
+        return body
 
 
 @audit.audited("message.append")
