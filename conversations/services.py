@@ -213,10 +213,10 @@ def message_pop(
             message = messages.get(pk=message_id)
             if message.seq != count:
                 raise MessageNotNewest
+        elif (newest := messages.filter(seq=count).first()) is not None:
+            message = newest
         else:
-            message = messages.filter(seq=count).first()
-            if message is None:
-                return None
+            return None
         messages.filter(pk=message.pk).delete()
         _count_messages(user=user, conversation_id=conversation_id, added=-1)
         return message

@@ -375,8 +375,9 @@ class MessageViewSet(mixins.RetrieveModelMixin, OwnedViewSet):
         return response
 
     def create(self, request: Request, conversation_pk: str) -> Response:
-        batch = isinstance(request.data, list)
-        messages = self._validated_messages(request.data if batch else [request.data])
+        data: Any = request.data
+        batch = isinstance(data, list)
+        messages = self._validated_messages(data if batch else [data])
         key = self._idempotency_key()
         replayed = False
         try:

@@ -50,7 +50,7 @@ def histories(
     user_id: uuid.UUID, conversation_id: uuid.UUID, limit: int, max_tokens: int | None = None
 ) -> tuple[tuple[int | None, list[Any]], tuple[int | None, list[Any]]]:
     """(version, rows) of the hand-written window and of its ORM twin."""
-    window = {
+    window: dict[str, Any] = {
         "user_id": user_id,
         "conversation_id": conversation_id,
         "limit": limit,
