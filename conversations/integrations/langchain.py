@@ -212,7 +212,7 @@ def _refusal(message: BaseMessage, position: int) -> str:
         if message.type == "system"
         else "a conversation holds human, AI and tool messages only"
     )
-    return f"Message {position} is a {type(message).__name__} and cannot be stored: {why}."
+    return f"messages[{position}] is a {type(message).__name__} and cannot be stored: {why}."
 
 
 def _text(message: BaseMessage, position: int) -> str:
@@ -229,7 +229,7 @@ def _text(message: BaseMessage, position: int) -> str:
             parts.append(block["text"])
         elif block.get("type") not in ("tool_use", "tool_call") or block.get("id") not in own_calls:
             raise MessageRefused(
-                f"Message {position} has a content block of type {block.get('type')!r}: "
+                f"messages[{position}] has a content block of type {block.get('type')!r}: "
                 "a conversation stores text, so only text blocks can be stored."
             )
     return "".join(parts)
@@ -246,7 +246,7 @@ def _stored_calls(message: AIMessage, position: int) -> list[Body] | None:
     for call in _all_calls(message):
         if call.get("id") is None:
             raise MessageRefused(
-                f"Message {position} has a tool call without an id: results are recorded by call id."
+                f"messages[{position}] has a tool call without an id: results are recorded by call id."
             )
         arguments = call.get("args") if call.get("type") == "invalid_tool_call" else _json(call, position)
         stored.append(
@@ -264,7 +264,7 @@ def _json(call: Any, position: int) -> str:
         return json.dumps(call["args"], ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise MessageRefused(
-            f"Message {position}'s tool call {call['id']!r} has args that are not JSON: {error}"
+            f"messages[{position}] has a tool call {call['id']!r} whose args are not JSON: {error}"
         ) from None
 
 
@@ -272,7 +272,7 @@ def _validated_message(body: Body, position: int) -> services.NewMessage:
     """The body through the REST API's own validation of an append."""
     serializer = MessageCreateSerializer(data=body)
     if not serializer.is_valid():
-        raise MessageRefused(f"Message {position} cannot be stored: {json.dumps(serializer.errors)}")
+        raise MessageRefused(f"messages[{position}] cannot be stored: {json.dumps(serializer.errors)}")
     return services.NewMessage(**serializer.validated_data)
 
 

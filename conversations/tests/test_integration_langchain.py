@@ -7,9 +7,10 @@ the history (ours, over a conversation) and where marked:
 - langchain-ai/langchain, libs/core/tests/unit_tests/chat_history/test_chat_history.py, as shipped
   in the langchain-core 1.8.3 sdist on PyPI (the installed version):
   ``test_in_memory_history_initialization`` (its initial ``messages=`` become an ``add_messages``,
-  its second history is over another conversation), ``test_add_message_implementation_only`` and
-  ``test_bulk_message_implementation_only`` (their ``store`` is read as ``history.messages``),
-  ``test_async_interface``.
+  its second history is over another conversation, and its sync ``.messages`` reads run in
+  Django's sync thread, since the ORM refuses them on the event loop),
+  ``test_add_message_implementation_only`` and ``test_bulk_message_implementation_only`` (their
+  ``store`` is read as ``history.messages``), ``test_async_interface``.
   Left out: ``test_chat_history_deprecated``, which checks the docstrings of LangChain's own
   two classes, not an implementation.
 - langchain-ai/langchain-postgres, tests/unit_tests/v1/test_chat_histories.py at
@@ -17,9 +18,10 @@ the history (ours, over a conversation) and where marked:
   b1c9819, unchanged since): ``test_sync_chat_history``, ``test_async_chat_history``. Their
   batches start with ``SystemMessage(content="Meow")``, which this history refuses by design
   (system prompts are agent configuration, not history): the cases run without it, and
-  ``test_postgres_cases_batches_with_their_system_message_are_refused_whole`` runs the original
-  batches and checks that each is refused and writes nothing. Their table set-up
-  (``drop_table``/``create_tables``) and connections are our database's.
+  ``test_postgres_cases_batches_with_their_system_message_are_refused_whole`` runs their batch
+  as written (and with the SystemMessage last) and checks that it is refused and writes
+  nothing. Their table set-up (``drop_table``/``create_tables``) and connections are our
+  database's.
   None left out.
 
 The rest are this project's: tool calls and results both ways (in one ``add_messages`` and in
@@ -286,7 +288,7 @@ def test_postgres_cases_batches_with_their_system_message_are_refused_whole(user
         chat_history.add_messages(
             [SystemMessage(content="Meow"), AIMessage(content="woof"), HumanMessage(content="bark")]
         )
-    with pytest.raises(MessageRefused, match="Message 2 is a SystemMessage"):
+    with pytest.raises(MessageRefused, match=r"messages\[2\] is a SystemMessage"):
         chat_history.add_messages(
             [AIMessage(content="woof"), HumanMessage(content="bark"), SystemMessage(content="Meow")]
         )
