@@ -1,11 +1,8 @@
 """Tool results over REST: with the append, and later through …/messages/{id}/tool-results/.
-
-Another user's conversation holds an assistant message whose calls reuse one of our call ids
-(``call_a``) and add one of their own (``call_theirs``); every test checks at its end that
-nothing of theirs moved.
-"""
+Another user's data is present in every test (``their_data``) and checked untouched."""
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from http import HTTPStatus
@@ -17,8 +14,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
-from conversations import tokens
-from conversations.models import Conversation, Message
+from conversations import services, tokens
+from conversations.models import Conversation, IdempotencyKey, Message
 
 from .factories import ConversationFactory, MessageFactory
 from .test_api_conversations import MALFORMED_ID, MISSING_ID, detail_url
@@ -42,6 +39,7 @@ def stored(call_id: str, content: str = "18 °C and sunny", *, is_error: bool = 
 
 CALLS = [call("call_a"), call("call_b", "get_time", '{"tz": "Europe/Oslo"}'), call("call_c", "get_news")]
 CALLING = {"role": "assistant", "content": None, "tool_calls": CALLS}
+THEIR_IDEMPOTENCY_KEY = "key-1"
 
 
 def results_url(conversation_id: Any, message_id: Any) -> str:
@@ -72,25 +70,36 @@ def snapshot(user: User) -> list[Any]:
     return [
         list(conversations.values_list("pk", "version", "updated_at", "message_count")),
         list(messages.values_list("pk", "seq", "content", "tool_calls", "tool_results", "token_count")),
+        list(IdempotencyKey.objects.filter(user=user).order_by("pk").values_list("key", "message_ids")),
     ]
 
 
-@pytest.fixture(autouse=True)
-def theirs(other_user):
-    """Another user's data, present in every test and untouched by it."""
+def their_data(other_user: User) -> Iterator[Theirs]:
+    """Another user's conversation with an assistant message whose calls reuse one of our
+    call ids (``call_a``, answered) and add one of theirs (``call_theirs``, unanswered),
+    appended with the Idempotency-Key ``THEIR_IDEMPOTENCY_KEY``; at
+    the end, unless a test changed them on purpose, the check that nothing of theirs moved.
+    For an autouse fixture: ``yield from their_data(other_user)``."""
     conversation = ConversationFactory.create(user=other_user)
-    message = MessageFactory.create(
-        conversation=conversation,
+    message, _ = services.message_append_idempotent(
+        user=other_user,
+        conversation_id=conversation.pk,
         role="assistant",
         content=None,
         tool_calls=[call("call_a"), call("call_theirs")],
         tool_results=[result("call_a", "theirs")],
+        idempotency_key=THEIR_IDEMPOTENCY_KEY,
     )
     before = snapshot(other_user)
     data = Theirs(other_user, conversation, message)
     yield data
     if not data.changed_on_purpose:
         assert snapshot(other_user) == before
+
+
+@pytest.fixture(autouse=True)
+def theirs(other_user):
+    yield from their_data(other_user)
 
 
 @pytest.fixture
