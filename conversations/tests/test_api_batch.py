@@ -25,7 +25,7 @@ from .test_api_tool_results import (
 
 pytestmark = pytest.mark.django_db
 
-TURN = [
+TURN: list[dict[str, Any]] = [
     {"role": "user", "content": "Weather and time in Oslo?"},
     {
         "role": "assistant",

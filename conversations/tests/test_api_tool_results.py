@@ -16,6 +16,7 @@ from django.utils import timezone
 from accounts.models import User
 from conversations import services, tokens
 from conversations.models import Conversation, IdempotencyKey, Message
+from core import rls
 
 from .factories import ConversationFactory, MessageFactory
 from .test_api_conversations import MALFORMED_ID, MISSING_ID, detail_url
@@ -67,11 +68,12 @@ def snapshot(user: User) -> list[Any]:
     """Everything of ``user``'s that a write could touch."""
     conversations = Conversation.objects.filter(user=user).order_by("pk")
     messages = Message.objects.filter(user=user).order_by("pk")
-    return [
-        list(conversations.values_list("pk", "version", "updated_at", "message_count")),
-        list(messages.values_list("pk", "seq", "content", "tool_calls", "tool_results", "token_count")),
-        list(IdempotencyKey.objects.filter(user=user).order_by("pk").values_list("key", "message_ids")),
-    ]
+    with rls.all_users(reason="the test checks another user's rows"):  # in transactional tests too
+        return [
+            list(conversations.values_list("pk", "version", "updated_at", "message_count")),
+            list(messages.values_list("pk", "seq", "content", "tool_calls", "tool_results", "token_count")),
+            list(IdempotencyKey.objects.filter(user=user).order_by("pk").values_list("key", "message_ids")),
+        ]
 
 
 def their_data(other_user: User) -> Iterator[Theirs]:
