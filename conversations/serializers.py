@@ -34,6 +34,15 @@ class TextField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON ``true`` or ``false``: DRF's BooleanField would also take "true", "yes", 1, 0."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 class MaxRenderedBytes:
     """A JSON value of at most ``limit`` bytes as the API renders it (compact UTF-8)."""
 
@@ -74,7 +83,7 @@ class ToolCallsField(serializers.JSONField):
 class ToolResultSerializer(ClosedSerializer):
     tool_call_id = TextField(max_length=TOOL_CALL_ID_MAX_LENGTH)
     content = TextField(max_length=tool_results_rules.TOOL_RESULT_CONTENT_MAX_LENGTH, allow_blank=True)
-    is_error = serializers.BooleanField(default=False)
+    is_error = StrictBooleanField(default=False)
 
 
 def tool_results_field(*, required: bool) -> serializers.ListField:
