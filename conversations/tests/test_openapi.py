@@ -282,12 +282,17 @@ def body_schema(part):
     return part["content"]["application/json"]["schema"]
 
 
+def referenced(schemas, node):
+    """The component that ``node`` (``{"$ref": …}``) names."""
+    return schemas[node["$ref"].rsplit("/", 1)[1]]
+
+
 def test_the_append_takes_and_answers_one_message_or_an_array_of_them(served_schema):
     schemas = served_schema["components"]["schemas"]
     operation = served_schema["paths"][APPEND[0]][APPEND[1]]
 
-    request = schemas[body_schema(operation["requestBody"])["$ref"].rsplit("/", 1)[1]]
-    created = schemas[body_schema(operation["responses"]["201"])["$ref"].rsplit("/", 1)[1]]
+    request = referenced(schemas, body_schema(operation["requestBody"]))
+    created = referenced(schemas, body_schema(operation["responses"]["201"]))
 
     assert request["oneOf"] == one_or_array_of("MessageCreateRequest")["oneOf"]
     assert created["oneOf"] == one_or_array_of("Message")["oneOf"]
@@ -321,7 +326,7 @@ def test_tool_results_are_typed_as_a_nullable_list_of_results(served_schema):
     schemas = served_schema["components"]["schemas"]
     tool_results = schemas["Message"]["properties"]["tool_results"]
     assert (tool_results["type"], tool_results["nullable"]) == ("array", True)
-    result = schemas[tool_results["items"]["$ref"].rsplit("/", 1)[1]]
+    result = referenced(schemas, tool_results["items"])
     assert result["properties"]["is_error"]["type"] == "boolean"
     assert set(result["required"]) >= {"tool_call_id", "content"}
     assert schemas["Message"]["properties"]["token_count"]["type"] == "integer"
@@ -344,19 +349,20 @@ HISTORY_ITEMS = {
 
 def test_history_is_one_typed_window_per_format(served_schema):
     schemas = served_schema["components"]["schemas"]
-    history = schemas[
-        body_schema(served_schema["paths"][HISTORY_PATH]["get"]["responses"]["200"])["$ref"][21:]
-    ]
+    history = referenced(
+        schemas, body_schema(served_schema["paths"][HISTORY_PATH]["get"]["responses"]["200"])
+    )
 
     assert history["discriminator"]["propertyName"] == "format"
     assert set(history["discriminator"]["mapping"]) == set(HISTORY_ITEMS)
     for history_format, ref in history["discriminator"]["mapping"].items():
-        window = schemas[ref.rsplit("/", 1)[1]]
+        window = referenced(schemas, {"$ref": ref})
         assert {"$ref": ref} in history["oneOf"]
         assert set(window["required"]) == {"conversation_id", "format", "tokens", "messages"}
-        assert schemas[window["properties"]["format"]["$ref"][21:]]["enum"] == [history_format]
+        assert referenced(schemas, window["properties"]["format"])["enum"] == [history_format]
         items = window["properties"]["messages"]["items"]
-        assert {i["$ref"][21:] for i in items.get("oneOf", [items])} == HISTORY_ITEMS[history_format]
+        names = {i["$ref"].rsplit("/", 1)[1] for i in items.get("oneOf", [items])}
+        assert names == HISTORY_ITEMS[history_format]
 
 
 @pytest.fixture
