@@ -7,7 +7,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from . import history_formats, sizes
+from . import sizes
 from . import tool_results as tool_results_rules
 from .models import CONTENT_MAX_LENGTH, TITLE_MAX_LENGTH, Role
 
@@ -171,13 +171,3 @@ class ConversationSerializer(serializers.Serializer[Any]):
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
     message_count = serializers.IntegerField(read_only=True)
-
-
-class HistorySerializer(serializers.Serializer[Any]):
-    """The history answer. Its items' shape depends on ``format`` (openai, anthropic or
-    responses: history_formats.py), so the schema types them as objects."""
-
-    conversation_id = serializers.UUIDField()
-    format = serializers.ChoiceField(choices=history_formats.FORMATS)
-    tokens = serializers.IntegerField()
-    messages = serializers.ListField(child=serializers.DictField())
