@@ -2,6 +2,7 @@
 Another user's data is present in every test (``their_data``) and checked untouched."""
 
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -9,11 +10,12 @@ from http import HTTPStatus
 from typing import Any
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
+from conftest import client_for
 from conversations import services, tokens
 from conversations.models import Conversation, IdempotencyKey, Message
 from core import rls
@@ -467,3 +469,59 @@ def test_the_database_takes_results_with_their_calls(user, conversation):
         tool_results=[stored("call_a")],
     ).save(force_insert=True)
     assert Message.objects.filter(conversation=conversation).count() == 1
+
+
+# Racing recordings (the conversation's row lock), on a server database
+
+
+def race(user: User, message: Message, bodies: list[Any]) -> list[Any]:
+    """Post every body at once from its own thread and connection; their answers."""
+    barrier = threading.Barrier(len(bodies))
+    answers: list[Any] = [None] * len(bodies)
+
+    def send(n: int) -> None:
+        barrier.wait()
+        try:
+            answers[n] = record(client_for(user), message, bodies[n])
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="needs concurrent connections of a server database"
+)
+@pytest.mark.django_db(transaction=True)
+def test_racing_results_for_one_call_record_one_and_409_the_rest(user):
+    calling = MessageFactory.create(conversation=ConversationFactory.create(user=user), **CALLING)
+    contents = [f"answer {n}" for n in range(8)]
+
+    answers = race(user, calling, [{"tool_results": [result("call_a", c)]} for c in contents])
+
+    statuses = [a.status_code for a in answers]
+    assert sorted(statuses) == [HTTPStatus.OK] + [HTTPStatus.CONFLICT] * 7
+    winner = contents[statuses.index(HTTPStatus.OK)]
+    with rls.all_users(reason="read what the threads wrote"):
+        after = reloaded(calling)
+    assert after.tool_results == [stored("call_a", winner)]
+    assert after.token_count == calling.token_count + tokens.tool_results_tokens([result("call_a", winner)])
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="needs concurrent connections of a server database"
+)
+@pytest.mark.django_db(transaction=True)
+def test_racing_results_for_different_calls_are_all_kept(user):
+    calling = MessageFactory.create(conversation=ConversationFactory.create(user=user), **CALLING)
+
+    answers = race(user, calling, [{"tool_results": [result(c["id"])]} for c in CALLS])
+
+    assert [a.status_code for a in answers] == [HTTPStatus.OK] * len(CALLS)
+    with rls.all_users(reason="read what the threads wrote"):
+        assert reloaded(calling).tool_results == [stored(c["id"]) for c in CALLS]
