@@ -260,7 +260,8 @@ def test_a_window_is_one_query(user, long_conversation, params, assert_data_quer
 def test_an_empty_conversation_and_one_not_the_users_are_one_query(
     user, conversation, theirs, assert_data_queries
 ):
-    for params in ({}, {"max_tokens": 10}):
+    every: list[dict[str, Any]] = [{}, {"max_tokens": 10}]
+    for params in every:
         with assert_data_queries(1) as queries:
             window = selectors.history_window(user=user, conversation_id=conversation.pk, **params)
         assert (len(queries), window.messages, window.tokens) == (1, [], 0)
@@ -498,7 +499,8 @@ def check_every_window(client, tool: ToolConversation) -> int:
     checked = 0
     for limit in range(1, len(tool.model) + 2):
         for start in ("any", "user"):
-            window, messages = tool.model[-limit:], tool.messages[-limit:]
+            window: Sequence[StoredMessage] = tool.model[-limit:]
+            messages: Sequence[Message] = tool.messages[-limit:]
             if start == "user":
                 roles = [message.role for message in window]
                 window, messages = (
@@ -506,7 +508,7 @@ def check_every_window(client, tool: ToolConversation) -> int:
                     drop_leading_until_user(messages, roles),
                 )
             for fmt in FORMATS:
-                params = {"limit": limit, "start": start, "format": fmt}
+                params: dict[str, Any] = {"limit": limit, "start": start, "format": fmt}
                 body = history(client, tool.conversation.pk, **params).json()
                 items = body["messages"]
                 where = f"{params} after {len(tool.model)} messages"
@@ -542,7 +544,7 @@ def test_every_window_of_a_conversation_with_tool_exchanges_is_valid_in_every_fo
 # Conditional requests
 
 
-QUERIES = [
+QUERIES: list[dict[str, Any]] = [
     {},
     {"format": "openai"},
     {"format": "anthropic"},
