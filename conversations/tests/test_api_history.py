@@ -528,6 +528,10 @@ def check_every_window(client, tool: ToolConversation) -> int:
 def test_every_window_of_a_conversation_with_tool_exchanges_is_valid_in_every_format(
     auth_client, user, conversation, theirs
 ):
+    # The caller's other conversation, with the same call ids and other results.
+    elsewhere = ConversationFactory.create(user=user)
+    asked = append(user, elsewhere, "assistant", "Elsewhere", [call("call_paris", "get_weather", "{}")])
+    record(user, elsewhere, asked, [result("call_paris", "MY OTHER RESULT")])
     tool = ToolConversation(user, conversation)
     checked = sum(check_every_window(auth_client, tool) for _ in tool.steps())
 
@@ -536,9 +540,10 @@ def test_every_window_of_a_conversation_with_tool_exchanges_is_valid_in_every_fo
     assert checked == sum(
         2 * len(FORMATS) * (size + 1) for size in (1, 2, 2, 2, 3, 4, 5, 6, 6, 7, 8, 9, 10, 10)
     )
-    # Their results for the same call ids never reached a window.
+    # Other conversations' results for the same call ids never reached a window.
     whole = history(auth_client, conversation.pk, limit=500).content.decode()
     assert "THEIR RESULT" not in whole
+    assert "MY OTHER RESULT" not in whole
 
 
 # Conditional requests

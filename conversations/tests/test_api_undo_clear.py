@@ -31,9 +31,10 @@ def conversation(user):
 
 @pytest.fixture
 def theirs(other_user):
-    """Another user's conversation with two messages."""
+    """Another user's conversation, with more messages than the caller's: its seqs include
+    those of the caller's newest messages."""
     conversation = ConversationFactory.create(user=other_user)
-    MessageFactory.create_batch(2, conversation=conversation)
+    MessageFactory.create_batch(5, conversation=conversation)
     return conversation
 
 
@@ -119,7 +120,7 @@ def test_undo_goes_back_turn_after_turn_and_appends_go_on_from_there(auth_client
     append(auth_client, conversation.pk, "b")
     assert seqs(conversation) == [(1, "0"), (2, "a"), (3, "b")]
     assert auth_client.get(detail_url(conversation.pk)).json()["message_count"] == 3
-    assert Conversation.objects.get(pk=theirs.pk).message_count == 2
+    assert Conversation.objects.get(pk=theirs.pk).message_count == 5
 
 
 def test_undoing_the_only_message_leaves_an_empty_conversation(auth_client, conversation, theirs):
@@ -308,12 +309,17 @@ def test_an_etag_from_before_an_undo_or_a_clear_is_stale_at_the_same_count(
 
 
 @pytest.mark.parametrize("kind", ["conversation", "messages", "history"])
-def test_an_etag_from_before_an_undo_is_stale(auth_client, conversation, theirs, kind):
+@pytest.mark.parametrize("clearing", [False, True], ids=["undo", "clear"])
+def test_an_etag_from_before_an_undo_or_a_clear_is_stale(auth_client, conversation, theirs, kind, clearing):
     messages = [append(auth_client, conversation.pk, text) for text in ("one", "two")]
     url = etag_urls(conversation.pk)[kind]
     etag = auth_client.get(url)["ETag"]
 
-    auth_client.delete(message_url(conversation.pk, messages[-1]["id"]))
+    if clearing:
+        response = auth_client.delete(messages_url(conversation.pk))
+    else:
+        response = auth_client.delete(message_url(conversation.pk, messages[-1]["id"]))
+    assert response.status_code == HTTPStatus.NO_CONTENT
 
     assert auth_client.get(url, HTTP_IF_NONE_MATCH=etag).status_code == HTTPStatus.OK
 
