@@ -25,6 +25,9 @@ HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 500
 HISTORY_START_USER = "user"
 HISTORY_STARTS = ("any", HISTORY_START_USER)
+# max_tokens has no maximum of its own: a larger budget is clamped to this, which bounds
+# nothing that exists and is a 64-bit integer on every database (SQLite refuses larger ones).
+HISTORY_MAX_TOKENS = 2**62
 
 ChatMessage = dict[str, Any]
 
@@ -117,6 +120,8 @@ def history_window(
 ) -> HistoryWindow:
     """``history_load`` with the window's tokens and version: one statement."""
     _check_history_parameters(limit=limit, max_tokens=max_tokens, start=start, format=format)
+    if max_tokens is not None:
+        max_tokens = min(max_tokens, HISTORY_MAX_TOKENS)
     with (
         user_scope(user),
         statements.history_rows(

@@ -45,8 +45,6 @@ from .serializers import (
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
-# max_tokens has no maximum of its own; beyond this it bounds nothing that exists.
-MAX_TOKENS_CEILING = 2**62
 
 
 # The schema of a conditional GET (conditional.py): If-None-Match in, ETag out, 304.
@@ -257,7 +255,9 @@ class ConversationViewSet(
         limit = parse_bounded_int(
             params, "limit", default=selectors.HISTORY_DEFAULT_LIMIT, maximum=selectors.HISTORY_MAX_LIMIT
         )
-        max_tokens = parse_bounded_int(params, "max_tokens", default=0, maximum=MAX_TOKENS_CEILING) or None
+        max_tokens = (
+            parse_bounded_int(params, "max_tokens", default=0, maximum=selectors.HISTORY_MAX_TOKENS) or None
+        )
         start = parse_choice(params, "start", selectors.HISTORY_STARTS)
         history_format = parse_choice(params, "format", history_formats.FORMATS)
         try:
