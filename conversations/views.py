@@ -7,7 +7,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.http import Http404, HttpRequest
 from django.http.response import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
@@ -362,25 +362,26 @@ class MessageViewSet(mixins.RetrieveModelMixin, OwnedViewSet):
         return selectors.message_list(user=self.user, conversation_id=self.conversation_id)
 
     def list(self, request: Request, conversation_pk: str) -> Response:
-        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        # The conversation's version moves with every change to its messages (an append,
+        # results, an undo, a clear): read with the page, by a join on its key, it versions
+        # the answer; alone when the page is empty, it also tells an empty conversation
+        # from one that is not the caller's.
+        messages = self.filter_queryset(self.get_queryset()).annotate(version=F("conversation__version"))
+        page = self.paginate_queryset(messages)
         assert page is not None  # noqa: S101 (the viewset always paginates)
         try:
-            selectors.ensure_conversation(
-                user=self.user, conversation_id=self.conversation_id, found_rows=bool(page)
-            )
+            version = page[0].version if page else self._conversation_version()
         except Conversation.DoesNotExist:
             raise NotFound from None
-        # A message changes only by gaining tool results, and an id is never reused (an undo
-        # then another append makes a new one): ids and result counts version the page.
-        paginator = self.paginator
-        assert isinstance(paginator, MessagePagination)  # noqa: S101
-        versions = (f"{m.pk}:{len(m.tool_results or ())}" for m in page)
-        etag = conditional.etag_for(request, [*versions, *paginator.edges])
+        etag = conditional.etag_for(request, [version])
         if conditional.matches(request, etag):
             return conditional.not_modified(etag)
         response = self.get_paginated_response(MessageSerializer(page, many=True).data)
         response["ETag"] = etag
         return response
+
+    def _conversation_version(self) -> int:
+        return selectors.conversation_version(user=self.user, conversation_id=self.conversation_id)
 
     def create(self, request: Request, conversation_pk: str) -> Response:
         data: Any = request.data

@@ -428,3 +428,24 @@ def test_an_append_is_the_counting_update_then_the_insert(auth_client, conversat
     # The UPDATE takes the row lock that serialises appends, and hands back the new seq.
     assert "RETURNING" in queries[1].upper()
     assert response.json()["created_at"] == auth_client.get(detail_url(conversation.pk)).json()["updated_at"]
+
+
+def test_any_change_to_the_messages_makes_every_page_etag_stale(auth_client, conversation):
+    """Even a page that does not show the change: an append past it, results recorded on a
+    message of another page, an undo then a different append that end at the same count."""
+    for n in range(3):
+        auth_client.post(messages_url(conversation.pk), {"role": "user", "content": f"m{n}"})
+    first_page = f"{messages_url(conversation.pk)}?page_size=1"
+
+    def stale_after(change) -> bool:
+        etag = auth_client.get(first_page)["ETag"]
+        change()
+        return auth_client.get(first_page, HTTP_IF_NONE_MATCH=etag).status_code == HTTPStatus.OK
+
+    newest = lambda: Message.objects.order_by("-seq").first()  # noqa: E731
+    assert stale_after(
+        lambda: auth_client.post(messages_url(conversation.pk), {"role": "user", "content": "x"})
+    )
+    assert stale_after(lambda: auth_client.delete(message_url(conversation.pk, newest().pk)))
+    etag = auth_client.get(first_page)["ETag"]
+    assert auth_client.get(first_page, HTTP_IF_NONE_MATCH=etag).status_code == HTTPStatus.NOT_MODIFIED
