@@ -18,6 +18,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
@@ -273,6 +274,12 @@ def statement_figures(*, user: User, conversation_id: str, rounds: int) -> dict[
     return figures
 
 
+def _history_window(read: AbstractContextManager[Any]) -> tuple[int | None, list[Any]]:
+    """The version and every row of a history read (the statement's are taken as read)."""
+    with read as window:
+        return window.version, list(window.rows)
+
+
 def _statement_pairs(
     *, user: User, conversation_id: str
 ) -> dict[str, tuple[Callable[[], object], Callable[[], object], Callable[[], Any]]]:
@@ -291,18 +298,20 @@ def _statement_pairs(
             nothing,
         ),
         "history_window": (
-            lambda: list(statements.history_rows(user_id=uid, conversation_id=cid, limit=50)),
-            lambda: list(statements.history_rows_orm(user_id=uid, conversation_id=cid, limit=50)),
+            lambda: _history_window(statements.history_rows(user_id=uid, conversation_id=cid, limit=50)),
+            lambda: _history_window(
+                nothing(statements.history_rows_orm(user_id=uid, conversation_id=cid, limit=50))
+            ),
             nothing,
         ),
-        "message_count": (
-            lambda: statements.message_count(user_id=uid, conversation_id=cid),
-            lambda: statements.message_count_orm(user_id=uid, conversation_id=cid),
+        "conversation_version": (
+            lambda: statements.conversation_version(user_id=uid, conversation_id=cid),
+            lambda: statements.conversation_version_orm(user_id=uid, conversation_id=cid),
             nothing,
         ),
         "append_count": (
-            lambda: statements.count_message(user_id=uid, conversation_id=cid, now=now),
-            lambda: statements.count_message_orm(user_id=uid, conversation_id=cid, now=now),
+            lambda: statements.count_messages(user_id=uid, conversation_id=cid, now=now, added=1),
+            lambda: statements.count_messages_orm(user_id=uid, conversation_id=cid, now=now, added=1),
             _rolled_back,
         ),
     }

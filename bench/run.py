@@ -1076,7 +1076,7 @@ def target_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
 STATEMENTS = {
     "user_lookup": "token's user lookup",
     "history_window": "history window",
-    "message_count": "revalidation's count",
+    "conversation_version": "revalidation's version",
     "append_count": "append's UPDATE",
 }
 # Calls of each statement and of its twin per call of the agent's figures (smoke 300, full 3,000).
