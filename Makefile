@@ -13,7 +13,7 @@ $(VENV)/.runtime: requirements.txt
 	$(PIP) install -r requirements.txt
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt requirements-integrations.txt
 	$(PIP) install -r requirements-dev.txt
 	touch $@
 

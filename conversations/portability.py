@@ -4,11 +4,21 @@ and the same JSON Lines back in. The management commands are thin wrappers of th
 The JSON Lines format, one object per line, each conversation followed by its messages in
 append order::
 
-    {"type": "conversation", "id", "title", "created_at", "updated_at", "message_count"}
-    {"type": "message", "id", "conversation_id", "seq", "role", "content", "tool_calls", "created_at"}
+    {"type": "conversation", "id", "title", "created_at", "updated_at", "message_count", "version"}
+    {"type": "message", "id", "conversation_id", "seq", "role", "content", "tool_calls",
+     "tool_results", "token_count", "created_at"}
 
 Timestamps are the API's (ISO 8601, UTC, microseconds, ``Z``). Idempotency keys are not
 exported: they only guard against retried requests for a day.
+
+An import validates every line as the API validates an append (tool results too, against
+their message's calls) and counts each message's ``token_count`` again with this service's
+tokenizer: the file's count is informative, never trusted. The conversation's ``version``
+(what its ETags are made of) is kept: the file is the conversation as it was at that
+version, so an ETag a client took of it is still right after a delete and a re-import.
+Files written before tool results, token counts and versions existed import too: no
+results, counted tokens, version 0 (what the migration that added versions gave every
+conversation).
 """
 
 import json
@@ -27,6 +37,7 @@ from rest_framework.settings import api_settings
 from accounts.models import User
 from core.rls import user_scope
 
+from . import tokens
 from .models import Conversation, Message
 from .selectors import conversation_list
 from .serializers import ConversationCreateSerializer, MessageCreateSerializer
@@ -37,9 +48,21 @@ EXPORT_CHUNK_SIZE = 500
 IMPORT_BATCH_SIZE = 500
 # Errors kept for the report; the rest are only counted.
 MAX_REPORTED_ERRORS = 100
+# Conversation.version is a PositiveBigIntegerField.
+VERSION_MAX = 2**63 - 1
 
-CONVERSATION_FIELDS = ("id", "title", "created_at", "updated_at", "message_count")
-MESSAGE_FIELDS = ("id", "conversation_id", "seq", "role", "content", "tool_calls", "created_at")
+CONVERSATION_FIELDS = ("id", "title", "created_at", "updated_at", "message_count", "version")
+MESSAGE_FIELDS = (
+    "id",
+    "conversation_id",
+    "seq",
+    "role",
+    "content",
+    "tool_calls",
+    "tool_results",
+    "token_count",
+    "created_at",
+)
 
 Record = dict[str, Any]
 
@@ -198,15 +221,24 @@ class _MarkdownWriter(_Writer):
         else:
             self.out.write("".join((f"> {line}" if line else ">") + "\n" for line in content.split("\n")))
         for call in record["tool_calls"] or []:
-            arguments = call["function"]["arguments"]
-            fence = "`" * max(3, _longest_backtick_run(arguments) + 1)
             self.out.write(
                 f"\nTool call `{call['function']['name']}` (id `{call['id']}`):\n\n"
-                f"{fence}\n{arguments}\n{fence}\n"
+                + _fenced(call["function"]["arguments"])
+            )
+        for result in record["tool_results"] or []:
+            error = ", an error" if result["is_error"] else ""
+            self.out.write(
+                f"\nTool result of `{result['tool_call_id']}`{error}:\n\n" + _fenced(result["content"])
             )
 
 
 EXPORT_FORMATS: dict[str, type[_Writer]] = {"jsonl": _JsonLinesWriter, "markdown": _MarkdownWriter}
+
+
+def _fenced(text: str) -> str:
+    """``text`` as a code block whose fence no run of backticks inside it can close."""
+    fence = "`" * max(3, _longest_backtick_run(text) + 1)
+    return f"{fence}\n{text}\n{fence}\n"
 
 
 def _longest_backtick_run(text: str) -> int:
@@ -228,11 +260,13 @@ class ConversationImportSerializer(ConversationCreateSerializer):
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     message_count = serializers.IntegerField(min_value=0, required=False)
+    version = serializers.IntegerField(min_value=0, max_value=VERSION_MAX, default=0)
 
 
 class MessageImportSerializer(MessageCreateSerializer):
-    """A message line: the API's rules for a new message (role, content, tool_calls), plus
-    what the export keeps (its id, conversation, position and time)."""
+    """A message line: the API's rules for a new message (role, content, tool_calls,
+    tool_results), plus what the export keeps (its id, conversation, position and time).
+    ``token_count`` is not read: the import counts it again."""
 
     id = serializers.UUIDField()
     conversation_id = serializers.UUIDField()
@@ -446,7 +480,8 @@ def _finish(group: _Group, *, user: User, report: ImportReport) -> None:
 
 def conversation_import(*, user: User, conversation: Record, messages: list[Record]) -> int | None:
     """Create one of ``user``'s conversations with its messages as they were exported: ids,
-    ``seq``, timestamps. One transaction. ``messages`` are validated and in append order
+    ``seq``, timestamps, tool results, the conversation's version; each ``token_count`` is
+    counted here. One transaction. ``messages`` are validated and in append order
     (``seq`` 1, 2, …), as ``conversations_import`` checks.
 
     Returns None when created; when ``user`` already has a conversation with that id,
@@ -480,6 +515,7 @@ def conversation_import(*, user: User, conversation: Record, messages: list[Reco
                     # message, and message_count is the latest seq.
                     updated_at=last_activity,
                     message_count=len(messages),
+                    version=conversation["version"],
                 )
         except IntegrityError as exc:
             raise ImportConflict("its id already exists in another user's data") from exc
@@ -503,6 +539,10 @@ def conversation_import(*, user: User, conversation: Record, messages: list[Reco
                             role=message["role"],
                             content=message["content"],
                             tool_calls=message["tool_calls"],
+                            tool_results=message["tool_results"],
+                            token_count=tokens.message_tokens(
+                                message["content"], message["tool_calls"], message["tool_results"]
+                            ),
                             created_at=message["created_at"],
                         )
                         for message in batch

@@ -7,7 +7,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from . import history_formats, sizes
+from . import sizes
 from . import tool_results as tool_results_rules
 from .models import CONTENT_MAX_LENGTH, TITLE_MAX_LENGTH, Role
 
@@ -32,6 +32,15 @@ class TextField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON ``true`` or ``false``: DRF's BooleanField would also take "true", "yes", 1, 0."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
 
 
 class MaxRenderedBytes:
@@ -74,7 +83,7 @@ class ToolCallsField(serializers.JSONField):
 class ToolResultSerializer(ClosedSerializer):
     tool_call_id = TextField(max_length=TOOL_CALL_ID_MAX_LENGTH)
     content = TextField(max_length=tool_results_rules.TOOL_RESULT_CONTENT_MAX_LENGTH, allow_blank=True)
-    is_error = serializers.BooleanField(default=False)
+    is_error = StrictBooleanField(default=False)
 
 
 def tool_results_field(*, required: bool) -> serializers.ListField:
@@ -162,13 +171,3 @@ class ConversationSerializer(serializers.Serializer[Any]):
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
     message_count = serializers.IntegerField(read_only=True)
-
-
-class HistorySerializer(serializers.Serializer[Any]):
-    """The history answer. Its items' shape depends on ``format`` (openai, anthropic or
-    responses: history_formats.py), so the schema types them as objects."""
-
-    conversation_id = serializers.UUIDField()
-    format = serializers.ChoiceField(choices=history_formats.FORMATS)
-    tokens = serializers.IntegerField()
-    messages = serializers.ListField(child=serializers.DictField())

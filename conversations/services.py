@@ -189,12 +189,16 @@ def tool_results_record(
     ``ToolResultsInvalid`` and ``ToolResultAlreadyRecorded`` (nothing recorded) otherwise.
     """
     with user_scope(user, atomic=True):
-        _count_messages(user=user, conversation_id=conversation_id, added=0)  # takes the row lock
+        # The row lock first, so that two recordings for one call queue and the second sees
+        # the first; every check before any write, so that a refusal leaves nothing behind
+        # even in a caller's longer transaction (where this block is no savepoint).
+        _lock_conversation(user=user, conversation_id=conversation_id)
         message = Message.objects.get(pk=message_id, conversation_id=conversation_id, user=user)
         new = [tool_results_rules.normalized(result) for result in tool_results]
         message.tool_results = tool_results_rules.checked(message.tool_calls, new, message.tool_results)
         message.token_count += tokens.tool_results_tokens(new)
         message.save(update_fields=["tool_results", "token_count"])
+        _count_messages(user=user, conversation_id=conversation_id, added=0)
         return message
 
 

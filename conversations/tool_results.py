@@ -6,6 +6,8 @@ services (these rules again on the stored message when results come later, and o
 Python caller's append) both call ``checked``.
 """
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from . import sizes
@@ -17,6 +19,10 @@ TOOL_RESULTS_MAX_ITEMS = 64
 TOOL_RESULT_CONTENT_MAX_LENGTH = 65_536
 # All of one message's results, as rendered (264 KiB), the bound its calls have too.
 TOOL_RESULTS_MAX_BYTES = 4 * TOOL_RESULT_CONTENT_MAX_LENGTH + 8 * 1024
+REQUIRED_KEYS = frozenset({"tool_call_id", "content"})
+KEYS = REQUIRED_KEYS | {"is_error"}
+# What neither database stores in JSON text (PostgreSQL refuses \u0000 in jsonb).
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class ToolResultsInvalid(ValueError):
@@ -38,6 +44,9 @@ def checked(
     """
     if not tool_calls:
         raise ToolResultsInvalid("Only a message with tool_calls can have tool results.")
+    if not isinstance(new, list) or not new:
+        raise ToolResultsInvalid("Tool results are null or a non-empty list.")
+    new = [normalized(result) for result in new]
     position = {call["id"]: index for index, call in enumerate(tool_calls)}
     answered = {result["tool_call_id"] for result in recorded or ()}
     seen: set[str] = set()
@@ -50,16 +59,30 @@ def checked(
         seen.add(call_id)
         if call_id in answered:
             raise ToolResultAlreadyRecorded(f"The tool call {call_id!r} already has its result.")
-    merged = sorted([*(recorded or ()), *map(normalized, new)], key=lambda r: position[r["tool_call_id"]])
+    merged = sorted([*(recorded or ()), *new], key=lambda r: position[r["tool_call_id"]])
     if sizes.rendered_size(merged) > TOOL_RESULTS_MAX_BYTES:
         raise ToolResultsInvalid(f"At most {TOOL_RESULTS_MAX_BYTES} bytes of JSON in all.")
     return merged
 
 
-def normalized(result: dict[str, Any]) -> dict[str, Any]:
-    """A result as stored: its three keys, ``is_error`` false unless said."""
-    return {
-        "tool_call_id": result["tool_call_id"],
-        "content": result["content"],
-        "is_error": bool(result.get("is_error", False)),
-    }
+def normalized(result: Any) -> dict[str, Any]:
+    """A result as stored: its three keys, ``is_error`` false unless said.
+
+    Raises ``ToolResultsInvalid`` for anything else. A REST body was checked field by field
+    already (serializers.py); a Python caller's results are checked here, so that it meets
+    the same rules on both databases rather than whatever each makes of a NUL.
+    """
+    if not isinstance(result, Mapping) or not REQUIRED_KEYS <= result.keys() <= KEYS:
+        raise ToolResultsInvalid(
+            f"A tool result is an object of {', '.join(sorted(KEYS))} (is_error optional)."
+        )
+    call_id, content, is_error = result["tool_call_id"], result["content"], result.get("is_error", False)
+    if not (isinstance(call_id, str) and isinstance(content, str) and isinstance(is_error, bool)):
+        raise ToolResultsInvalid("tool_call_id and content are strings, is_error a boolean.")
+    if len(content) > TOOL_RESULT_CONTENT_MAX_LENGTH:
+        raise ToolResultsInvalid(
+            f"A result's content is at most {TOOL_RESULT_CONTENT_MAX_LENGTH} characters."
+        )
+    if UNSTORABLE.search(call_id) or UNSTORABLE.search(content):
+        raise ToolResultsInvalid("A result may not contain U+0000 or an unpaired surrogate.")
+    return {"tool_call_id": call_id, "content": content, "is_error": is_error}

@@ -27,11 +27,17 @@ from . import tool_results as tool_results_rules
 from .filters import ConversationFilter, MessageFilter
 from .models import Conversation, Message
 from .pagination import ConversationPagination, MessagePagination, parse_bounded_int
+from .schema import (
+    APPEND_EXAMPLES,
+    APPEND_INVALID,
+    TOOL_RESULTS_EXAMPLES,
+    HistorySerializer,
+    MessageAppendSerializer,
+)
 from .serializers import (
     ConversationCreateSerializer,
     ConversationSerializer,
     ConversationUpdateSerializer,
-    HistorySerializer,
     MessageCreateSerializer,
     MessageSerializer,
     ToolResultsRecordSerializer,
@@ -302,8 +308,9 @@ class ConversationViewSet(
         responses={200: MessageSerializer(many=True), 304: NOT_MODIFIED},
     ),
     create=extend_schema(
-        summary="Append a message",
-        request=MessageCreateSerializer,
+        summary="Append a message, or an array of messages in one transaction",
+        request=MessageAppendSerializer,
+        examples=APPEND_EXAMPLES,
         parameters=[
             OpenApiParameter(
                 IDEMPOTENCY_KEY_HEADER,
@@ -321,8 +328,10 @@ class ConversationViewSet(
             ),
         ],
         responses={
-            201: MessageSerializer,
-            # Its body is config/schema.py's Detail, as every error's.
+            201: MessageAppendSerializer,
+            400: APPEND_INVALID,
+            # Their bodies are config/schema.py's Detail, as every error's.
+            409: OpenApiResponse(description="The messages of this Idempotency-Key have been deleted since."),
             422: OpenApiResponse(description="Idempotency-Key reused with another conversation or body."),
         },
     ),
@@ -331,7 +340,6 @@ class ConversationViewSet(
         summary="Delete the conversation's newest message (undo the last turn)",
         responses={204: None, 409: CONFLICT},
     ),
-    clear=extend_schema(summary="Delete every message and keep the conversation", responses={204: None}),
 )
 @extend_schema(parameters=[OpenApiParameter("conversation_pk", OpenApiTypes.UUID, OpenApiParameter.PATH)])
 class MessageViewSet(mixins.RetrieveModelMixin, OwnedViewSet):
@@ -414,6 +422,12 @@ class MessageViewSet(mixins.RetrieveModelMixin, OwnedViewSet):
             raise Conflict(NOT_NEWEST) from None
         return Response(status=status.HTTP_204_NO_CONTENT)
 
+    # Not a standard action, so not one that extend_schema_view can name.
+    @extend_schema(
+        summary="Delete every message and keep the conversation",
+        operation_id="conversations_messages_clear",
+        responses={204: None},
+    )
     def clear(self, request: Request, conversation_pk: str) -> Response:
         try:
             services.conversation_clear(user=self.user, conversation_id=self.conversation_id)
@@ -424,6 +438,7 @@ class MessageViewSet(mixins.RetrieveModelMixin, OwnedViewSet):
     @extend_schema(
         summary="Record results of a message's tool calls",
         request=ToolResultsRecordSerializer,
+        examples=TOOL_RESULTS_EXAMPLES,
         responses={200: MessageSerializer, 409: CONFLICT},
     )
     @action(

@@ -285,6 +285,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_PATCH": False,
     # Operation ids and tags without the version: conversations_list, not v1_conversations_list.
     "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    # A message's role, in the messages and in the history's items alike (conversations/schema.py).
+    "ENUM_NAME_OVERRIDES": {"RoleEnum": "conversations.models.Role"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.schema.add_error_responses",

@@ -26,7 +26,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import User
-from conversations import services
+from conversations import selectors, services, tokens
 from conversations.models import Conversation, IdempotencyKey, Message
 from conversations.retention import parse_duration
 from core.rls import all_users, user_scope
@@ -119,21 +119,38 @@ def history(user, *, conversations, messages_each, content_size=200):
     )
 
 
+TOOL_RESULTS: list[dict[str, Any]] = [
+    {"tool_call_id": "call_1", "content": "18 °C, sunny", "is_error": False}
+]
+LATE_RESULTS: list[dict[str, Any]] = [{"tool_call_id": "call_1", "content": "timed out", "is_error": True}]
+
+
 def rich_history(user):
-    """Conversations with everything an export must keep: tool calls, null and empty
+    """Conversations with everything an export must keep: tool calls, tool results recorded
+    with the append and later (a version that is not the message count), null and empty
     content, text that must not be touched, an empty conversation, many messages in the same
     microsecond."""
     trip = services.conversation_create(user=user, title="Trip ✈ planning\nsecond line")
-    for role, content, tool_calls in [
-        ("user", "  Hello\nworld  ", None),
-        ("assistant", None, TOOL_CALLS),
-        ("assistant", "", TOOL_CALLS),
-        ("user", "emoji 😀, a line separator \u2028 and a tab\t", None),
-        ("assistant", "ç" * 10_000, None),
-    ]:
+    appended = [
         services.message_append(
-            user=user, conversation_id=trip.pk, role=role, content=content, tool_calls=tool_calls
+            user=user,
+            conversation_id=trip.pk,
+            role=role,
+            content=content,
+            tool_calls=tool_calls,
+            tool_results=tool_results,
         )
+        for role, content, tool_calls, tool_results in [
+            ("user", "  Hello\nworld  ", None, None),
+            ("assistant", None, TOOL_CALLS, TOOL_RESULTS),
+            ("assistant", "", TOOL_CALLS, None),
+            ("user", "emoji 😀, a line separator \u2028 and a tab\t", None, None),
+            ("assistant", "ç" * 10_000, None, None),
+        ]
+    ]
+    services.tool_results_record(
+        user=user, conversation_id=trip.pk, message_id=appended[2].pk, tool_results=LATE_RESULTS
+    )
     services.conversation_create(user=user, title="")
     burst = ConversationFactory.create(user=user)
     instant = timezone.now()
@@ -421,7 +438,15 @@ def test_export_jsonl_is_each_conversation_then_its_messages_in_append_order(use
     by_id = {str(m["id"]): m for m in messages}
     for record in lines:
         if record["type"] == "conversation":
-            assert set(record) == {"type", "id", "title", "created_at", "updated_at", "message_count"}
+            assert set(record) == {
+                "type",
+                "id",
+                "title",
+                "created_at",
+                "updated_at",
+                "message_count",
+                "version",
+            }
             assert TIMESTAMP.match(record["created_at"])
             assert TIMESTAMP.match(record["updated_at"])
         else:
@@ -433,15 +458,15 @@ def test_export_jsonl_is_each_conversation_then_its_messages_in_append_order(use
                 "role",
                 "content",
                 "tool_calls",
+                "tool_results",
+                "token_count",
                 "created_at",
             }
             assert TIMESTAMP.match(record["created_at"])
             message = by_id[record["id"]]
-            assert (record["role"], record["content"], record["tool_calls"]) == (
-                message["role"],
-                message["content"],
-                message["tool_calls"],
-            )
+            fields = ("role", "content", "tool_calls", "tool_results", "token_count")
+            assert [record[name] for name in fields] == [message[name] for name in fields]
+    assert [r["tool_results"] for r in lines[2:4]] == [TOOL_RESULTS, LATE_RESULTS]
 
 
 @pytest.mark.parametrize("output_format", ["jsonl", "markdown"])
@@ -476,6 +501,8 @@ def test_export_markdown_is_a_readable_transcript(user):
     assert ">   Hello\n> world  \n" in text
     assert "Tool call `get_forecast` (id `call_1`):\n\n```\n" + TOOL_CALLS[0]["function"]["arguments"] in text
     assert "_(no text)_" in text
+    assert "Tool result of `call_1`:\n\n```\n18 °C, sunny\n```\n" in text
+    assert "Tool result of `call_1`, an error:\n\n```\ntimed out\n```\n" in text
 
 
 def test_export_markdown_fences_arguments_that_contain_backticks(user):
@@ -641,6 +668,97 @@ def test_import_reads_a_file(user, tmp_path):
     assert stored(user) == before
 
 
+def agent_turn(user):
+    """A conversation of one agent turn: a question, two calls (one answered with the
+    append, one later, as an error), the answer. Returns the conversation."""
+    conversation = services.conversation_create(user=user, title="agent")
+    calls = [TOOL_CALLS[0], {**TOOL_CALLS[0], "id": "call_2"}]
+    services.message_append(user=user, conversation_id=conversation.pk, role="user", content="Lisbon?")
+    calling = services.message_append(
+        user=user,
+        conversation_id=conversation.pk,
+        role="assistant",
+        content="Looking it up.",
+        tool_calls=calls,
+        tool_results=TOOL_RESULTS,
+    )
+    services.tool_results_record(
+        user=user,
+        conversation_id=conversation.pk,
+        message_id=calling.pk,
+        tool_results=[{**LATE_RESULTS[0], "tool_call_id": "call_2"}],
+    )
+    services.message_append(user=user, conversation_id=conversation.pk, role="assistant", content="Sunny.")
+    return conversation
+
+
+def histories(user, conversation):
+    return {
+        history_format: selectors.history_load(
+            user=user, conversation_id=conversation.pk, format=history_format
+        )
+        for history_format in ("openai", "anthropic", "responses")
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_agents_history_with_tool_results_survives_export_and_import(user, other_user):
+    conversation = agent_turn(user)
+    agent_turn(other_user)
+    before, history_before = stored(user), histories(user, conversation)
+    exported = export(user)
+    with user_scope(user):
+        services.conversation_delete(user=user, conversation_id=conversation.pk)
+
+    stdout, _ = import_text(user, exported)
+
+    assert "Imported 1 conversations with 3 messages" in stdout
+    assert stored(user) == before
+    assert histories(user, conversation) == history_before
+    calling = before[1][1]
+    assert [r["tool_call_id"] for r in calling["tool_results"]] == ["call_1", "call_2"]
+    assert calling["token_count"] == tokens.message_tokens(
+        calling["content"], calling["tool_calls"], calling["tool_results"]
+    )
+    assert before[0][0]["version"] == 4  # three appends and the late result: kept as it was
+
+
+def test_import_counts_tokens_itself_and_never_trusts_the_files_count(user):
+    agent_turn(user)
+    before = stored(user)
+    lines = records(export(user))
+    for line in lines[1:]:
+        line["token_count"] = 1_000_000
+    empty_the_database()
+
+    import_text(user, "\n".join(json.dumps(line) for line in lines))
+
+    assert stored(user) == before
+    assert all(0 < message["token_count"] < 100 for message in before[1])
+
+
+def test_an_export_from_before_tool_results_and_versions_still_imports(user):
+    """Files written before tool results, token counts and versions existed: no such keys."""
+    conversation = ConversationFactory.create(user=user)
+    MessageFactory.create(conversation=conversation, content="What is the forecast?")
+    MessageFactory.create(conversation=conversation, role="assistant", content=None, tool_calls=TOOL_CALLS)
+    before = stored(user)
+    lines = records(export(user))
+    old = [
+        {k: v for k, v in line.items() if k not in {"version", "tool_results", "token_count"}}
+        for line in lines
+    ]
+    empty_the_database()
+
+    import_text(user, "\n".join(json.dumps(line) for line in old))
+
+    conversations, messages = stored(user)
+    assert conversations == [{**before[0][0], "version": 0}]
+    assert messages == before[1]
+    assert [m["tool_results"] for m in messages] == [None, None]
+    assert messages[0]["token_count"] == tokens.message_tokens("What is the forecast?", None, None) > 0
+
+
 @pytest.mark.django_db(transaction=True)
 def test_import_refuses_ids_that_belong_to_another_user(user, other_user):
     rich_history(user)
@@ -717,6 +835,14 @@ def other_conversation(lines):
     lines[5]["conversation_id"] = lines[0]["id"]
 
 
+def results_of_another_call(lines):
+    lines[5].update(tool_calls=TOOL_CALLS, tool_results=[{"tool_call_id": "call_2", "content": "x"}])
+
+
+def two_results_of_one_call(lines):
+    lines[5].update(tool_calls=TOOL_CALLS, tool_results=TOOL_RESULTS + LATE_RESULTS)
+
+
 @pytest.mark.parametrize(
     ("line", "mutate", "expected"),
     [
@@ -729,6 +855,17 @@ def other_conversation(lines):
         (5, lambda lines: lines[4].update(tool_calls=TOOL_CALLS), "tool_calls"),
         (6, lambda lines: lines[5].update(tool_calls=[{"id": "c"}]), "tool_calls.0.type"),
         (6, lambda lines: lines[5].update(tool_calls=[]), "tool_calls"),
+        (5, lambda lines: lines[4].update(tool_results=TOOL_RESULTS), "tool_results"),
+        (6, lambda lines: lines[5].update(tool_calls=TOOL_CALLS, tool_results=[]), "tool_results"),
+        (6, results_of_another_call, "tool_results"),
+        (6, two_results_of_one_call, "tool_results"),
+        (6, lambda lines: lines[5].update(tool_results=LATE_RESULTS), "tool_results"),
+        (
+            6,
+            lambda lines: lines[5].update(tool_results=[{"tool_call_id": "call_1"}]),
+            "tool_results.0.content",
+        ),
+        (4, lambda lines: lines[3].update(version=-1), "version"),
         (6, lambda lines: lines[5].update(seq=3), "seq"),
         (6, lambda lines: lines[5].update(id="not-a-uuid"), "id"),
         (6, duplicate_id, "id:"),

@@ -52,28 +52,38 @@ class FuzzWorld:
 
     def _conversation(self) -> Conversation:
         conversation = ConversationFactory.create(user=self.user)
-        MessageFactory.create_batch(3, conversation=conversation)
-        services.message_append(
-            user=self.user,
-            conversation_id=conversation.pk,
-            role="assistant",
-            content=None,
-            tool_calls=[TOOL_CALL],
-        )
+        self._fill(conversation)
         return conversation
+
+    def _fill(self, conversation: Conversation) -> None:
+        """Messages whose history has every kind of item: text, a call with its result, and
+        newest, a call still waiting for its result (which the tool-results cases record)."""
+        MessageFactory.create_batch(2, conversation=conversation)
+        for tool_results in ([{"tool_call_id": TOOL_CALL["id"], "content": "4 °C"}], None):
+            services.message_append(
+                user=self.user,
+                conversation_id=conversation.pk,
+                role="assistant",
+                content=None,
+                tool_calls=[TOOL_CALL],
+                tool_results=tool_results,
+            )
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
     def existing_ids(self) -> tuple[str, str]:
-        """The conversation's id and one of its message ids, made again if a generated DELETE
-        (or PATCH) took it away."""
+        """The conversation's id and its newest message's id, made again if a generated
+        DELETE took them away (the conversation, or its messages by an undo or a clear)."""
         if not Conversation.objects.filter(pk=self.conversation.pk).exists():
             self.conversation = self._conversation()
-        message = Message.objects.filter(conversation=self.conversation).order_by("seq").last()
-        assert message is not None
-        return str(self.conversation.pk), str(message.pk)
+        newest = Message.objects.filter(conversation=self.conversation).order_by("seq").last()
+        if newest is None:
+            self._fill(self.conversation)
+            newest = Message.objects.filter(conversation=self.conversation).order_by("seq").last()
+        assert newest is not None
+        return str(self.conversation.pk), str(newest.pk)
 
 
 @pytest.fixture

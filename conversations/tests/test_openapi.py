@@ -196,14 +196,30 @@ def test_operation_ids_read_well_in_a_generated_client(served_schema):
     assert len(set(ids.values())) == len(ids)
 
 
+def component(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def one_or_array_of(name):
+    return {
+        "oneOf": [
+            component(name),
+            {"type": "array", "items": component(name), "minItems": 1, "maxItems": 100},
+        ]
+    }
+
+
 def test_every_error_status_has_its_body(served_schema):
     for path, method, operation in operations(served_schema):
         for code, response in operation["responses"].items():
             if int(code) < 400:
                 continue
-            body = response["content"]["application/json"]["schema"]["$ref"]
+            body = response["content"]["application/json"]["schema"]
+            if (path, method, code) == (*APPEND, "400"):  # an array body's errors: one per item
+                assert body == one_or_array_of("FieldErrors")
+                continue
             expected = "FieldErrors" if code == "400" else "Detail"
-            assert body == f"#/components/schemas/{expected}", (path, method, code)
+            assert body == component(expected), (path, method, code)
 
 
 def test_error_bodies_are_detail_or_field_errors(served_schema):
@@ -253,3 +269,161 @@ def test_optional_request_fields_carry_no_default(served_schema):
         if name.endswith("Request"):
             for field, value in schema.get("properties", {}).items():
                 assert "default" not in value, (name, field)
+
+
+# --- agent-ready history (issue 12): batches, tool results, undo and clear, formats ----------
+
+TOOL_RESULTS_PATH = "/api/v1/conversations/{conversation_pk}/messages/{id}/tool-results/"
+MESSAGE_PATH = "/api/v1/conversations/{conversation_pk}/messages/{id}/"
+HISTORY_PATH = "/api/v1/conversations/{id}/history/"
+
+
+def body_schema(part):
+    return part["content"]["application/json"]["schema"]
+
+
+def referenced(schemas, node):
+    """The component that ``node`` (``{"$ref": …}``) names."""
+    return schemas[node["$ref"].rsplit("/", 1)[1]]
+
+
+def test_the_append_takes_and_answers_one_message_or_an_array_of_them(served_schema):
+    schemas = served_schema["components"]["schemas"]
+    operation = served_schema["paths"][APPEND[0]][APPEND[1]]
+
+    request = referenced(schemas, body_schema(operation["requestBody"]))
+    created = referenced(schemas, body_schema(operation["responses"]["201"]))
+
+    assert request["oneOf"] == one_or_array_of("MessageCreateRequest")["oneOf"]
+    assert created["oneOf"] == one_or_array_of("Message")["oneOf"]
+    assert {"201", "400", "404", "409", "413", "422"} <= set(operation["responses"])
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "statuses"),
+    [
+        (TOOL_RESULTS_PATH, "post", {"200", "400", "404", "409"}),
+        (MESSAGE_PATH, "delete", {"204", "404", "409"}),
+        (APPEND[0], "delete", {"204", "404"}),
+    ],
+)
+def test_tool_results_undo_and_clear_document_their_statuses(served_schema, path, method, statuses):
+    operation = served_schema["paths"][path][method]
+
+    assert statuses <= set(operation["responses"])
+    assert "content" not in operation["responses"].get("204", {})
+    if "200" in statuses:
+        assert body_schema(operation["responses"]["200"]) == component("Message")
+        assert body_schema(operation["requestBody"]) == component("ToolResultsRecordRequest")
+
+
+def test_clear_and_undo_have_their_own_operation_ids(served_schema):
+    assert served_schema["paths"][APPEND[0]]["delete"]["operationId"] == "conversations_messages_clear"
+    assert served_schema["paths"][MESSAGE_PATH]["delete"]["operationId"] == "conversations_messages_destroy"
+
+
+def test_tool_results_are_typed_as_a_nullable_list_of_results(served_schema):
+    schemas = served_schema["components"]["schemas"]
+    tool_results = schemas["Message"]["properties"]["tool_results"]
+    assert (tool_results["type"], tool_results["nullable"]) == ("array", True)
+    result = referenced(schemas, tool_results["items"])
+    assert result["properties"]["is_error"]["type"] == "boolean"
+    assert set(result["required"]) >= {"tool_call_id", "content"}
+    assert schemas["Message"]["properties"]["token_count"]["type"] == "integer"
+
+
+def test_history_documents_its_parameters(served_schema):
+    parameters = {p["name"]: p for p in served_schema["paths"][HISTORY_PATH]["get"]["parameters"]}
+
+    assert set(parameters["format"]["schema"]["enum"]) == {"openai", "anthropic", "responses"}
+    assert set(parameters["start"]["schema"]["enum"]) == {"any", "user"}
+    assert parameters["limit"]["schema"]["type"] == parameters["max_tokens"]["schema"]["type"] == "integer"
+
+
+HISTORY_ITEMS = {
+    "openai": {"OpenAIMessage", "OpenAIToolMessage"},
+    "anthropic": {"AnthropicMessage"},
+    "responses": {"ResponsesMessage", "ResponsesFunctionCall", "ResponsesFunctionCallOutput"},
+}
+
+
+def test_history_is_one_typed_window_per_format(served_schema):
+    schemas = served_schema["components"]["schemas"]
+    history = referenced(
+        schemas, body_schema(served_schema["paths"][HISTORY_PATH]["get"]["responses"]["200"])
+    )
+
+    assert history["discriminator"]["propertyName"] == "format"
+    assert set(history["discriminator"]["mapping"]) == set(HISTORY_ITEMS)
+    for history_format, ref in history["discriminator"]["mapping"].items():
+        window = referenced(schemas, {"$ref": ref})
+        assert {"$ref": ref} in history["oneOf"]
+        assert set(window["required"]) == {"conversation_id", "format", "tokens", "messages"}
+        assert referenced(schemas, window["properties"]["format"])["enum"] == [history_format]
+        items = window["properties"]["messages"]["items"]
+        names = {i["$ref"].rsplit("/", 1)[1] for i in items.get("oneOf", [items])}
+        assert names == HISTORY_ITEMS[history_format]
+
+
+@pytest.fixture
+def agent_conversation(user, other_user):
+    """Text, calls answered with the append and later (one an error), arguments that are no
+    JSON object, a call never answered in an older message and one pending in the newest."""
+    from conversations import services
+
+    from .factories import ConversationFactory
+
+    conversation = ConversationFactory.create(user=user)
+    ConversationFactory.create(user=other_user)
+
+    def call(call_id, arguments='{"city": "Oslo", "days": [1, 2], "metric": true, "note": null}'):
+        return {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": arguments},
+        }
+
+    def append(role, content, tool_calls=None, tool_results=None):
+        return services.message_append(
+            user=user,
+            conversation_id=conversation.pk,
+            role=role,
+            content=content,
+            tool_calls=tool_calls,
+            tool_results=tool_results,
+        )
+
+    append("user", "Weather in Oslo and Bergen?")
+    calling = append(
+        "assistant",
+        "Looking.",
+        [call("a"), call("b", "not json"), call("never")],
+        [{"tool_call_id": "a", "content": "4 °C"}],
+    )
+    services.tool_results_record(
+        user=user,
+        conversation_id=conversation.pk,
+        message_id=calling.pk,
+        tool_results=[{"tool_call_id": "b", "content": "no such city", "is_error": True}],
+    )
+    append("assistant", "Oslo: 4 °C.")
+    append("user", "And tomorrow?")
+    append("assistant", None, [call("pending", "[1]")])
+    return conversation
+
+
+@pytest.mark.parametrize("history_format", ["openai", "anthropic", "responses"])
+def test_every_history_format_answers_as_its_schema_says(
+    served_schema, auth_client, agent_conversation, history_format
+):
+    from openapi_schema_validator import OAS30Validator
+
+    url = HISTORY_PATH.format(id=agent_conversation.pk)
+    body = auth_client.get(url, {"format": history_format}).json()
+    window = served_schema["components"]["schemas"]["History"]["discriminator"]["mapping"][history_format]
+    document = {"components": served_schema["components"]}
+
+    OAS30Validator({**document, "$ref": "#/components/schemas/History"}).validate(body)
+    OAS30Validator({**document, "$ref": window}).validate(body)
+    assert body["format"] == history_format
+    assert len(body["messages"]) >= 6  # every kind of item is there
