@@ -31,8 +31,10 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts.models import User
+from conversations.history_formats import DEFAULT_FORMAT, StoredMessage, render
 from conversations.ids import uuid7
 from conversations.models import Conversation, Message
+from conversations.tokens import message_tokens
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -49,15 +51,31 @@ M = Message._meta.db_table
 C = Conversation._meta.db_table
 USER_COLUMNS = tuple(f.column for f in User._meta.concrete_fields)
 CONV_COLUMNS = ("id", "user_id", "title", "created_at", "updated_at", "message_count")
-MSG_COLUMNS = ("id", "conversation_id", "user_id", "role", "content", "tool_calls", "created_at", "seq")
+MSG_COLUMNS = (
+    "id",
+    "conversation_id",
+    "user_id",
+    "role",
+    "content",
+    "tool_calls",
+    "tool_results",
+    "token_count",
+    "created_at",
+    "seq",
+)
+WINDOW_COLUMNS = ("seq", "role", "content", "tool_calls", "tool_results", "token_count")
+WINDOW = ", ".join(f'"{name}"' for name in WINDOW_COLUMNS)
+WINDOW_OUT = ", ".join(f'w."{name}"' for name in WINDOW_COLUMNS)
 # The statements the service makes today (see queries_per_request in results.json).
 IDENTITY = f'set_config(\'app.user_id\', "{U}"."id"::text, false) AS rls_identity'
 USER_SQL = f'SELECT {_columns(U, USER_COLUMNS)}, {IDENTITY} FROM "{U}" WHERE "{U}"."id" = %s'  # noqa: S608
 HISTORY_SQL = (
-    f'SELECT "seq", "role", "content", "tool_calls" FROM "{M}" '  # noqa: S608
-    'WHERE "conversation_id" = %s AND "user_id" = %s ORDER BY "seq" DESC LIMIT %s'
+    f'SELECT c."version", {WINDOW_OUT} FROM "{C}" c '  # noqa: S608
+    f'LEFT JOIN (SELECT {WINDOW} FROM "{M}" WHERE "conversation_id" = %s AND "user_id" = %s '
+    'ORDER BY "seq" DESC LIMIT %s) w ON TRUE '
+    'WHERE c."id" = %s AND c."user_id" = %s ORDER BY w."seq" DESC'
 )
-VERSION_SQL = f'SELECT "message_count" FROM "{C}" WHERE "id" = %s AND "user_id" = %s'  # noqa: S608
+VERSION_SQL = f'SELECT "version" FROM "{C}" WHERE "id" = %s AND "user_id" = %s'  # noqa: S608
 EXISTS_SQL = f'SELECT 1 AS "a" FROM "{C}" WHERE ("{C}"."user_id" = %s AND "{C}"."id" = %s) LIMIT 1'  # noqa: S608
 LIST_SQL = (
     f'SELECT {_columns(C, CONV_COLUMNS)} FROM "{C}" WHERE "{C}"."user_id" = %s '  # noqa: S608
@@ -73,13 +91,13 @@ KEYSET_SQL = (
     f'ORDER BY "{M}"."seq" ASC LIMIT %s'
 )
 COUNT_SQL = (
-    f'UPDATE "{C}" SET "message_count" = ("{C}"."message_count" + 1), '  # noqa: S608
-    f'"updated_at" = GREATEST(%s, "{C}"."updated_at") '
-    f'WHERE ("{C}"."id" = %s AND "{C}"."user_id" = %s) RETURNING "message_count", "updated_at"'
+    f'UPDATE "{C}" SET "message_count" = "message_count" + 1, "version" = "version" + 1, '  # noqa: S608
+    '"updated_at" = GREATEST(%s, "updated_at") '
+    'WHERE "id" = %s AND "user_id" = %s RETURNING "message_count", "updated_at"'
 )
 INSERT_SQL = (
     f'INSERT INTO "{M}" ("id", "conversation_id", "user_id", "seq", "role", "content", "tool_calls", '  # noqa: S608
-    '"created_at") VALUES (%s, %s, %s, %s, %s, %s, %s, %s)'
+    '"tool_results", "token_count", "created_at") VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)'
 )
 ALL_SQL = {
     "user": USER_SQL,
@@ -152,8 +170,10 @@ def _conversation_missing(cursor: Any, user_id: uuid.UUID, conversation_id: uuid
 
 @authenticated
 def history(request: HttpRequest, *, user_id: uuid.UUID, conversation_id: uuid.UUID) -> HttpResponse:
-    """The history page with an ``ETag`` (the newest message's seq), and the service's 304:
-    with ``If-None-Match``, the conversation's message count decides before the page is read."""
+    """The history page (the default ``openai`` format) with an ``ETag`` (the conversation's
+    version), and the service's 304: with ``If-None-Match``, the version decides before the
+    page is read. The items come from the service's own format module: what F1 leaves out
+    is DRF, the ORM and the serializers, not the rendering every answer needs."""
     limit = min(500, max(1, int(request.GET.get("limit", "50"))))
     with connection.cursor() as cursor:
         if "HTTP_IF_NONE_MATCH" in request.META:
@@ -161,18 +181,29 @@ def history(request: HttpRequest, *, user_id: uuid.UUID, conversation_id: uuid.U
             version = cursor.fetchone()
             if version is not None and request.META["HTTP_IF_NONE_MATCH"] == f'"{version[0]}"':
                 return HttpResponse(status=304, headers={"ETag": f'"{version[0]}"'})
-        cursor.execute(HISTORY_SQL, [conversation_id, user_id, limit])
+        cursor.execute(HISTORY_SQL, [conversation_id, user_id, limit, conversation_id, user_id])
         rows = cursor.fetchall()
-        if not rows and _conversation_missing(cursor, user_id, conversation_id):
-            return json_response(NOT_FOUND, status=404)
-    messages = []
-    for _, role, content, tool_calls in reversed(rows):
-        message = {"role": role, "content": content}
-        if tool_calls is not None:
-            message["tool_calls"] = _load_json(tool_calls)
-        messages.append(message)
-    response = json_response({"conversation_id": str(conversation_id), "messages": messages})
-    response["ETag"] = f'"{rows[0][0] if rows else 0}"'
+    if not rows:
+        return json_response(NOT_FOUND, status=404)
+    window = [
+        StoredMessage(
+            role=role,
+            content=content,
+            tool_calls=_load_json(calls),
+            tool_results=_load_json(results),
+            token_count=tokens,
+        )
+        for _, seq, role, content, calls, results, tokens in reversed(rows)
+        if seq is not None
+    ]
+    body = {
+        "conversation_id": str(conversation_id),
+        "format": DEFAULT_FORMAT,
+        "tokens": sum(message.token_count for message in window),
+        "messages": render(window, DEFAULT_FORMAT),
+    }
+    response = json_response(body)
+    response["ETag"] = f'"{rows[0][0]}"'
     return response
 
 
@@ -207,7 +238,7 @@ def conversation_list(request: HttpRequest, *, user_id: uuid.UUID) -> HttpRespon
 
 
 def _message_json(row: tuple[Any, ...]) -> dict[str, Any]:
-    mid, cid, uid, role, content, tool_calls, created_at = row[:7]
+    mid, cid, uid, role, content, tool_calls, tool_results, token_count, created_at = row[:9]
     return {
         "id": str(mid),
         "conversation_id": str(cid),
@@ -215,6 +246,8 @@ def _message_json(row: tuple[Any, ...]) -> dict[str, Any]:
         "role": role,
         "content": content,
         "tool_calls": _load_json(tool_calls),
+        "tool_results": _load_json(tool_results),
+        "token_count": token_count,
         "created_at": _time(created_at),
     }
 
@@ -233,7 +266,7 @@ def _message_page(request: HttpRequest, user_id: uuid.UUID, conversation_id: uui
             return json_response(NOT_FOUND, status=404)
     more = len(rows) > page_size
     rows = rows[:page_size]
-    next_link = request.build_absolute_uri(f"?after={rows[-1][7]}") if more and rows else None
+    next_link = request.build_absolute_uri(f"?after={rows[-1][9]}") if more and rows else None
     return json_response({"next": next_link, "previous": None, "results": [_message_json(r) for r in rows]})
 
 
@@ -257,10 +290,10 @@ def _append(request: HttpRequest, user_id: uuid.UUID, conversation_id: uuid.UUID
         seq, created_at = row
         message_id = uuid7()
         tool_json = json.dumps(tool_calls) if tool_calls is not None else None
-        cursor.execute(
-            INSERT_SQL, [message_id, conversation_id, user_id, seq, role, content, tool_json, created_at]
-        )
-    message = (message_id, conversation_id, user_id, role, content, tool_calls, created_at)
+        token_count = message_tokens(content, tool_calls, None)
+        values = [message_id, conversation_id, user_id, seq, role, content, tool_json, None, token_count]
+        cursor.execute(INSERT_SQL, [*values, created_at])
+    message = (message_id, conversation_id, user_id, role, content, tool_calls, None, token_count, created_at)
     return json_response(_message_json(message), status=201)
 
 

@@ -3,7 +3,10 @@
 - the statements each request makes, through Django's test client with
   ``CaptureQueriesContext`` (the whole middleware and DRF stack, one request at a time);
 - the agent's view: ``selectors.history_load`` and ``selectors.message_list`` against
-  control P, langchain-postgres ``PostgresChatMessageHistory`` on the same messages;
+  control P, langchain-postgres ``PostgresChatMessageHistory`` on the same messages, and
+  ``history_load`` with ``max_tokens`` and in each format;
+- an agent's turn of four messages appended as one batch (``services.messages_append``, one
+  transaction) against four single appends (four transactions);
 - deleting a large conversation through ``services.conversation_delete``;
 - each hand-written data statement against its ORM twin (``statement_figures``).
 
@@ -15,9 +18,11 @@ and says so in the results when it does not.
 import contextlib
 import importlib
 import json
+import random
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
@@ -31,6 +36,9 @@ from conversations import selectors, services
 from conversations.models import Message
 
 P_TABLE = "bench_langchain_message_store"
+# A token budget no window of 50 messages reaches: the same rows as ``limit`` alone, so the
+# two differ only by the running sum.
+NEVER_BINDING_BUDGET = 1_000_000
 
 
 def _rls_module() -> Any:
@@ -135,14 +143,20 @@ def queries_per_request(
 
 
 def _compare(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, dict[str, float]]:
-    """Time each call ``rounds`` times, taking turns, so that a busy machine slows them alike."""
+    """Time each call ``rounds`` times, taking turns, so that a busy machine slows them alike;
+    in a new order every round, so that no call always follows the same one (the call after
+    the 1,000-message lists pays for the garbage they leave: in a fixed order,
+    ``history_load(50)`` measured a third slower than the same call in another format)."""
     for call in calls.values():
         call()  # warm: the pool's connection, statement caches, imports
     samples: dict[str, list[float]] = {name: [] for name in calls}
+    order = list(calls)
+    shuffler = random.Random(5)
     for _ in range(rounds):
-        for name, call in calls.items():
+        shuffler.shuffle(order)
+        for name in order:
             started = time.perf_counter()
-            call()
+            calls[name]()
             samples[name].append((time.perf_counter() - started) * 1000)
     return {
         name: {"median_ms": statistics.median(s), "min_ms": min(s), "runs": float(len(s))}
@@ -178,8 +192,10 @@ def agent_comparison(*, database_url: str, user: User, conversation_id: str, rep
         store.add_messages(_langchain_messages(rows))
         p_count = len(store.get_messages())
 
-        def ours_50() -> object:  # the selector scopes itself
-            return selectors.history_load(user=user, conversation_id=conversation_id, limit=50)
+        def ours_50(**options: Any) -> Callable[[], object]:  # the selector scopes itself
+            return lambda: selectors.history_load(
+                user=user, conversation_id=conversation_id, limit=50, **options
+            )
 
         def ours_all() -> object:
             with user_scope(user):
@@ -194,7 +210,10 @@ def agent_comparison(*, database_url: str, user: User, conversation_id: str, rep
                 )
 
         calls: dict[str, Callable[[], object]] = {
-            "ours_history_50": ours_50,
+            "ours_history_50": ours_50(),
+            "ours_history_50_max_tokens": ours_50(max_tokens=NEVER_BINDING_BUDGET),
+            "ours_history_50_anthropic": ours_50(format="anthropic"),
+            "ours_history_50_responses": ours_50(format="responses"),
             "ours_message_list_all": ours_all,
             "ours_message_list_all_values": ours_all_values,
             "p_get_messages": store.get_messages,
@@ -209,6 +228,74 @@ def agent_comparison(*, database_url: str, user: User, conversation_id: str, rep
             "user_scope": "core.rls.user_scope" if USER_SCOPE_AVAILABLE else "missing (no RLS module)",
             "database_role": connection.settings_dict.get("USER"),
         }
+    return figures
+
+
+TURN_MESSAGES = 4
+
+
+def agent_turn(rng: random.Random) -> list[services.NewMessage]:
+    """One agent turn: the user's question, two tool calls with their results, the answer."""
+
+    def called(name: str, arguments: str, result: str) -> services.NewMessage:
+        call_id = f"call_{rng.getrandbits(64):016x}"
+        return services.NewMessage(
+            role="assistant",
+            content=None,
+            tool_calls=[
+                {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+            ],
+            tool_results=[{"tool_call_id": call_id, "content": result, "is_error": False}],
+        )
+
+    return [
+        services.NewMessage(
+            role="user", content="What's the weather in Paris, and should I book the 6pm slot?"
+        ),
+        called(
+            "get_weather", '{"city": "Paris", "unit": "celsius"}', '{"temperature": 18, "sky": "overcast"}'
+        ),
+        called("search_calendar", '{"day": "today", "after": "17:00"}', '[{"slot": "18:00", "free": true}]'),
+        services.NewMessage(
+            role="assistant", content="18 °C and overcast; the 6pm slot is free, so book it."
+        ),
+    ]
+
+
+def turn_comparison(*, user: User, conversation_id: str, repeat: int) -> dict[str, Any]:
+    """An agent's turn of four messages: one ``messages_append`` (one transaction) against
+    four ``message_append`` calls (four), on one conversation, taking turns; with the
+    statements of one of each."""
+    rng = random.Random(12)
+
+    def batch() -> object:
+        return services.messages_append(user=user, conversation_id=conversation_id, messages=agent_turn(rng))
+
+    def singles() -> object:
+        return [
+            services.message_append(
+                user=user,
+                conversation_id=conversation_id,
+                role=m.role,
+                content=m.content,
+                tool_calls=m.tool_calls,
+                tool_results=m.tool_results,
+            )
+            for m in agent_turn(rng)
+        ]
+
+    figures: dict[str, Any] = {"messages_per_turn": TURN_MESSAGES}
+    for name, call in (("batch", batch), ("singles", singles)):
+        call()  # the user's identity is set by the first call: count the calls after it
+        with CaptureQueriesContext(connection) as captured:
+            call()
+        kinds = [classify(q["sql"]) for q in captured.captured_queries]
+        figures[f"{name}_statements"] = {
+            "work": sum(1 for k in kinds if k in ("data", "rls")),
+            "transactions": sum(1 for q in captured.captured_queries if q["sql"].upper().startswith("BEGIN")),
+        }
+    figures.update(_compare({"batch": batch, "singles": singles}, repeat))
+    figures["database_role"] = connection.settings_dict.get("USER")
     return figures
 
 
@@ -273,6 +360,12 @@ def statement_figures(*, user: User, conversation_id: str, rounds: int) -> dict[
     return figures
 
 
+def _history_window(read: AbstractContextManager[Any]) -> tuple[int | None, list[Any]]:
+    """The version and every row of a history read (the statement's are taken as read)."""
+    with read as window:
+        return window.version, list(window.rows)
+
+
 def _statement_pairs(
     *, user: User, conversation_id: str
 ) -> dict[str, tuple[Callable[[], object], Callable[[], object], Callable[[], Any]]]:
@@ -291,18 +384,20 @@ def _statement_pairs(
             nothing,
         ),
         "history_window": (
-            lambda: list(statements.history_rows(user_id=uid, conversation_id=cid, limit=50)),
-            lambda: list(statements.history_rows_orm(user_id=uid, conversation_id=cid, limit=50)),
+            lambda: _history_window(statements.history_rows(user_id=uid, conversation_id=cid, limit=50)),
+            lambda: _history_window(
+                nothing(statements.history_rows_orm(user_id=uid, conversation_id=cid, limit=50))
+            ),
             nothing,
         ),
-        "message_count": (
-            lambda: statements.message_count(user_id=uid, conversation_id=cid),
-            lambda: statements.message_count_orm(user_id=uid, conversation_id=cid),
+        "conversation_version": (
+            lambda: statements.conversation_version(user_id=uid, conversation_id=cid),
+            lambda: statements.conversation_version_orm(user_id=uid, conversation_id=cid),
             nothing,
         ),
         "append_count": (
-            lambda: statements.count_message(user_id=uid, conversation_id=cid, now=now),
-            lambda: statements.count_message_orm(user_id=uid, conversation_id=cid, now=now),
+            lambda: statements.count_messages(user_id=uid, conversation_id=cid, now=now, added=1),
+            lambda: statements.count_messages_orm(user_id=uid, conversation_id=cid, now=now, added=1),
             _rolled_back,
         ),
     }

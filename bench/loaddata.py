@@ -6,7 +6,10 @@ conversation, ``message_count`` is n, ``updated_at`` is the last message's ``cre
 user, and ``role`` is ``user`` or ``assistant`` (odd ``seq`` is the user, even the
 assistant). Conversation lengths follow a log-normal distribution clipped to 1..1,000
 (median about 20, mean about 50: a few long conversations hold many of the messages);
-content is 20 to 2,000 characters, mostly short; about 3% of assistant turns call tools.
+content is 20 to 2,000 characters, mostly short; about 3% of assistant turns call tools, and
+nine calls in ten have their result recorded. ``token_count`` is the service's own count
+(``conversations.tokens``, one batch of the tokenizer per chunk of rows) and a conversation's
+``version`` is its message count (one change per append).
 
 Messages are written in global ``created_at`` order, as a live service would have
 appended them, so a conversation's rows are spread over the heap as they would be in
@@ -22,6 +25,7 @@ Run alone: ``python -m bench.loaddata --messages 1000000`` (needs ``DATABASE_URL
 """
 
 import argparse
+import json
 import math
 import os
 import random
@@ -33,15 +37,17 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import toktok
 from psycopg import sql
 
 MAX_CONVERSATION_LENGTH = 1000
 MIN_CONTENT = 20
 MAX_CONTENT = 2000
 TOOL_CALL_SHARE = 0.03
+TOOL_RESULT_SHARE = 0.9  # of the calls; the rest were never answered
+# Messages counted by the tokenizer at a time (one call, one thread).
+TOKEN_BATCH = 5_000
 DAY_US = 86_400 * 1_000_000
-# Rows are sent to COPY in chunks of about this many bytes.
-COPY_CHUNK_BYTES = 1 << 20
 
 _VOCABULARY = (
     "the be to of and a in that have it for not on with he as you do at this but his by from they we say "
@@ -158,23 +164,48 @@ class ContentPool:
         n = round(self.rng.lognormvariate(math.log(median), sigma))
         n = min(MAX_CONTENT, max(MIN_CONTENT, n))
         start = self.rng.randrange(len(self.text) - n)
-        return copy_escape(self.text[start : start + n])
+        return self.text[start : start + n]
 
 
-def tool_calls_text(rng: random.Random) -> str:
-    name, arguments = rng.choice(
-        (
-            ("get_weather", '{"city": "Paris", "unit": "celsius"}'),
-            ("search_docs", '{"query": "connection pool timeout", "top_k": 5}'),
-            ("run_sql", '{"sql": "SELECT count(*) FROM orders WHERE status = \'open\'"}'),
-        )
-    )
-    escaped_arguments = arguments.replace("\\", "\\\\").replace('"', '\\"')
-    call = (
-        f'[{{"id": "call_{rng.getrandbits(64):016x}", "type": "function", '
-        f'"function": {{"name": "{name}", "arguments": "{escaped_arguments}"}}}}]'
-    )
-    return copy_escape(call)
+# (name, arguments, result) of the tools the assistant calls.
+TOOLS = (
+    ("get_weather", '{"city": "Paris", "unit": "celsius"}', '{"temperature": 18, "sky": "overcast"}'),
+    (
+        "search_docs",
+        '{"query": "connection pool timeout", "top_k": 5}',
+        '[{"title": "Pool sizing", "score": 0.91}, {"title": "Timeouts", "score": 0.84}]',
+    ),
+    ("run_sql", '{"sql": "SELECT count(*) FROM orders WHERE status = \'open\'"}', "[[1284]]"),
+)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One call of an assistant message, as stored, and its result (None: never answered)."""
+
+    calls: str  # the tool_calls JSON
+    results: str | None  # the tool_results JSON
+    texts: tuple[str, ...]  # what the message's token_count counts besides its content
+
+
+def tool_call(rng: random.Random) -> ToolCall:
+    name, arguments, result = rng.choice(TOOLS)
+    call_id = f"call_{rng.getrandbits(64):016x}"
+    function = {"name": name, "arguments": arguments}
+    calls = json.dumps([{"id": call_id, "type": "function", "function": function}])
+    if rng.random() >= TOOL_RESULT_SHARE:
+        return ToolCall(calls, None, (name, arguments))
+    results = json.dumps([{"tool_call_id": call_id, "content": result, "is_error": False}])
+    return ToolCall(calls, results, (name, arguments, result))
+
+
+def token_counts(texts: list[list[str]]) -> list[int]:
+    """Each message's ``token_count`` (the sum over its texts), as the service counts it."""
+    from conversations.tokens import ENCODING
+
+    flat = [text for message in texts for text in message]
+    counts = iter(toktok.batch_count(flat, ENCODING, threads=1) if flat else [])
+    return [sum(next(counts) for _ in message) for message in texts]
 
 
 def _table(conn: psycopg.Connection[tuple[object, ...]], model: str) -> tuple[str, dict[str, str]]:
@@ -187,8 +218,8 @@ def _table(conn: psycopg.Connection[tuple[object, ...]], model: str) -> tuple[st
         return meta.db_table, {f.name: f.column for f in meta.concrete_fields}
     except Exception:  # noqa: BLE001 (Django not set up: the default names)
         table = f"conversations_{model.lower()}"
-        names = ["id", "user", "title", "created_at", "updated_at", "message_count", "conversation", "seq"]
-        names += ["role", "content", "tool_calls"]
+        names = ["id", "user", "title", "created_at", "updated_at", "message_count", "version"]
+        names += ["conversation", "seq", "role", "content", "tool_calls", "tool_results", "token_count"]
         return table, {n: (f"{n}_id" if n in {"user", "conversation"} else n) for n in names}
 
 
@@ -290,7 +321,8 @@ def _copy_conversations(
     rng: random.Random,
 ) -> None:
     table, col = _table(conn, "Conversation")
-    columns = [col[f] for f in ("id", "user", "title", "created_at", "updated_at", "message_count")]
+    fields = ("id", "user", "title", "created_at", "updated_at", "message_count", "version")
+    columns = [col[f] for f in fields]
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
@@ -299,7 +331,7 @@ def _copy_conversations(
         for created, conv_id, user, n, updated, _ in rows:
             title = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 7))).capitalize()
             buffer.append(
-                f"{conv_id}\t{user}\t{title}\t{timestamp_text(created)}\t{timestamp_text(updated)}\t{n}\n"
+                f"{conv_id}\t{user}\t{title}\t{timestamp_text(created)}\t{timestamp_text(updated)}\t{n}\t{n}\n"
             )
         copy.write("".join(buffer))
 
@@ -313,44 +345,53 @@ def _copy_messages(
     started: float,
 ) -> None:
     table, col = _table(conn, "Message")
-    fields = ("id", "conversation", "user", "seq", "role", "content", "tool_calls", "created_at")
+    fields = ("id", "conversation", "user", "seq", "role", "content", "tool_calls", "tool_results")
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(col[f]) for f in fields)
+        sql.Identifier(table),
+        sql.SQL(", ").join(sql.Identifier(col[f]) for f in (*fields, "token_count", "created_at")),
     )
     by_index = {index: (conv_id, user) for _, conv_id, user, _, _, index in conv_rows}
     pool = ContentPool(rng)
     total = len(keys)
     report_every = max(1, total // 10)
     with conn.cursor().copy(statement) as copy:
-        buffer: list[str] = []
-        size = 0
-        for done, (created, index, seq) in enumerate(keys, start=1):
-            conv_id, user = by_index[index]
-            tool_calls = "\\N"
-            if seq % 2:
-                role, content = "user", pool.take(60, 1.0)
-            else:
-                role, content = "assistant", pool.take(300, 0.9)
-                if rng.random() < TOOL_CALL_SHARE:
-                    tool_calls = tool_calls_text(rng)
-                    if rng.random() < 0.5:
-                        content = "\\N"
-            line = (
-                f"{uuid7_text(created // 1000, rng)}\t{conv_id}\t{user}\t{seq}\t{role}\t{content}\t"
-                f"{tool_calls}\t{timestamp_text(created)}\n"
+        for start in range(0, total, TOKEN_BATCH):
+            batch = keys[start : start + TOKEN_BATCH]
+            lines: list[str] = []  # each row up to its token_count
+            texts: list[list[str]] = []
+            for created, index, seq in batch:
+                conv_id, user = by_index[index]
+                line, counted = _message_line(rng, pool, seq)
+                lines.append(f"{uuid7_text(created // 1000, rng)}\t{conv_id}\t{user}\t{seq}\t{line}")
+                texts.append(counted)
+            counts = token_counts(texts)
+            copy.write(
+                "".join(
+                    f"{line}\t{tokens}\t{timestamp_text(created)}\n"
+                    for line, tokens, (created, _, _) in zip(lines, counts, batch, strict=True)
+                )
             )
-            buffer.append(line)
-            size += len(line)
-            if size >= COPY_CHUNK_BYTES:
-                copy.write("".join(buffer))
-                buffer.clear()
-                size = 0
-            if done % report_every == 0 or done == total:
+            done = start + len(batch)
+            if done // report_every > start // report_every or done == total:
                 elapsed = time.perf_counter() - started
                 percent = 100 * done // total
                 progress(f"load[{stage}]: {done:>10,}/{total:,} messages ({percent:3d}%) {elapsed:6.1f} s")
-        if buffer:
-            copy.write("".join(buffer))
+
+
+def _message_line(rng: random.Random, pool: ContentPool, seq: int) -> tuple[str, list[str]]:
+    """role, content, tool_calls and tool_results of message ``seq`` as COPY text, and the
+    texts its ``token_count`` counts."""
+    if seq % 2:
+        content = pool.take(60, 1.0)
+        return f"user\t{copy_escape(content)}\t\\N\t\\N", [content]
+    content = pool.take(300, 0.9)
+    if rng.random() >= TOOL_CALL_SHARE:
+        return f"assistant\t{copy_escape(content)}\t\\N\t\\N", [content]
+    call = tool_call(rng)
+    results = copy_escape(call.results) if call.results else "\\N"
+    if rng.random() < 0.5:  # a call without text
+        return f"assistant\t\\N\t{copy_escape(call.calls)}\t{results}", list(call.texts)
+    return f"assistant\t{copy_escape(content)}\t{copy_escape(call.calls)}\t{results}", [content, *call.texts]
 
 
 def load_conversation(

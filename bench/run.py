@@ -14,8 +14,9 @@ Runs inside ``scripts/with-postgres`` (a throwaway PostgreSQL 15 and its ``DATAB
    the delete of a 100,000-message conversation (8), the latency of appends at 80% of
    the peak rate (3), the appends' throughput with and without the time indexes of
    migration 0006 (3c, their cost), the workers' memory over 100,000 requests (7), uvicorn
-   workers against gthread workers, and each hand-written data statement against its ORM
-   twin (9);
+   workers against gthread workers, each hand-written data statement against its ORM
+   twin (9), an agent's turn of four messages as one batch against four appends (10a, 10b),
+   and the history page with ``max_tokens`` and in each format (10c, 10d);
 4. prints one table, writes ``bench/results/results.json`` and ``bench/results/latency.png``.
 
 Figures are ratios within one run: the machine is shared and noisy. wrk (and hey for the
@@ -55,6 +56,8 @@ from bench.loadgen import Target
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 TMP_DIR = RESULTS_DIR / "tmp"
+# A budget that cuts most 50-message windows short (about 58 tokens a message in the data).
+BINDING_BUDGET = 1_000
 # The leading time indexes (conversations' migration 0006) that every append maintains.
 TIME_INDEXES = ("conversation_updated_idx", "conversation_created_idx", "message_created_idx")
 
@@ -496,6 +499,53 @@ class Bench:
                 targets.append(Target("GET", target.path, target.token, headers=(("If-None-Match", tag),)))
         return targets
 
+    def history_options(self) -> None:
+        """The history page with ``max_tokens`` against ``limit`` alone, and in each format:
+        the same pages, one connection, the variants interleaved (rows 10c and 10d)."""
+        from bench.inprocess import NEVER_BINDING_BUDGET
+
+        def variant(query: str) -> list[Target]:
+            return [Target(t.method, f"{t.path}?{query}", t.token) for t in self.history_targets]
+
+        self.figures["history_options"] = self.latency(
+            {
+                "limit": variant("limit=50"),
+                "max_tokens": variant(f"limit=50&max_tokens={NEVER_BINDING_BUDGET}"),
+                "max_tokens_binding": variant(f"max_tokens={BINDING_BUDGET}"),
+                "anthropic": variant("format=anthropic"),
+                "responses": variant("format=responses"),
+            }
+        )
+
+    def turns(self) -> None:
+        """An agent's turn of four messages: one POST of a JSON array (one transaction)
+        against four POSTs of one message each (four), over HTTP at the append's
+        concurrency; and the same through the Python API, in this process."""
+        from bench import inprocess
+
+        turns = {
+            c: [_message_body(m) for m in inprocess.agent_turn(self.rng)] for c in self.append_conversations
+        }
+        path = "/api/v1/conversations/{}/messages/"
+        batches = [self.t("POST", path.format(c.id), c, json.dumps(turn)) for c, turn in turns.items()]
+        # Each conversation's messages in order, a round of the conversations' n-th messages at a
+        # time: concurrent requests go to different conversations, as with the batches.
+        singles = [
+            self.t("POST", path.format(c.id), c, json.dumps(turn[n]))
+            for n in range(inprocess.TURN_MESSAGES)
+            for c, turn in turns.items()
+        ]
+        rest = self.throughput({"batch": batches, "singles": singles})
+        c = self.append_conversations[0]
+        python = inprocess.turn_comparison(
+            user=self.user_by_id[c.user_id], conversation_id=c.id, repeat=self.p.agent_repeat
+        )
+        self.figures["turns"] = {"messages": inprocess.TURN_MESSAGES, "rest": rest, "python": python}
+        progress(
+            f"bench:   turn of 4 in-process: batch {python['batch']['median_ms']:.2f} ms, "
+            f"4 appends {python['singles']['median_ms']:.2f} ms"
+        )
+
     def in_process(self) -> None:
         from bench import inprocess
 
@@ -744,6 +794,8 @@ class Bench:
                 self.read_throughput()
             with self.step("conditional GET"):
                 self.conditional_get()
+            with self.step("history: max_tokens against limit alone, and each format"):
+                self.history_options()
             with self.step("statements per request"):
                 self.in_process()
             with self.step("agent: in-process selectors against langchain-postgres"):
@@ -755,6 +807,8 @@ class Bench:
                 self.appends()
             with self.step("append throughput with and without the time indexes"):
                 self.time_indexes()
+            with self.step("an agent's turn: one batch against four appends"):
+                self.turns()
             with self.step("py-spy profiles"):
                 self.profile(srv)
             with self.step("memory over requests"):
@@ -785,6 +839,16 @@ def time_indexes_dropped() -> Iterator[None]:
         with connection.schema_editor() as editor:
             for model, index in indexes:
                 editor.add_index(model, index)
+
+
+def _message_body(message: Any) -> dict[str, Any]:
+    """A ``services.NewMessage`` as the API's request body for it."""
+    body = {"role": message.role, "content": message.content}
+    if message.tool_calls is not None:
+        body["tool_calls"] = message.tool_calls
+    if message.tool_results is not None:
+        body["tool_results"] = message.tool_results
+    return body
 
 
 def with_database(url: str, database: str) -> str:
@@ -1069,14 +1133,108 @@ def target_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
     else:
         row("data: load via COPY", None, "< 60 s, 0 broken", False)
     rows.extend(statement_rows(figures))
+    rows.extend(agent_history_rows(figures))
     return rows
+
+
+def agent_history_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows 10a-10d: an agent's turn as one batch against four appends, in the Python API and
+    over HTTP; the history page with ``max_tokens`` against ``limit`` alone (no slower than
+    1.2x), and in each format."""
+    agent = _get(figures, "agent") or {}
+    options = _get(figures, "history_options")
+    max_tokens, met = _max_tokens_figure(options, agent)
+    rows = [
+        (
+            "10a agent turn of 4, Python API: batch vs 4 appends",
+            _turn_python_figure(figures),
+            "printed",
+            True,
+        ),
+        ("10b agent turn of 4, HTTP: batch vs 4 appends", _turn_http_figure(figures), "printed", True),
+        ("10c history: max_tokens vs limit alone", max_tokens, "<= 1.20", met),
+        ("10d history in each format", _formats_figure(options, agent), "printed", True),
+    ]
+    return [
+        {"name": name, "figure": text, "target": goal, "met": bool(text) and ok}
+        for name, text, goal, ok in rows
+    ]
+
+
+def _turn_python_figure(figures: dict[str, Any]) -> str | None:
+    python = _get(figures, "turns", "python")
+    if not python:
+        return None
+    batch, singles = python["batch"]["median_ms"], python["singles"]["median_ms"]
+    b, s = python["batch_statements"], python["singles_statements"]
+    return (
+        f"messages_append {batch:.2f} ms ({b['transactions']} transaction, {b['work']} statements) vs "
+        f"4 message_append {singles:.2f} ms ({s['transactions']} transactions, {s['work']} statements) "
+        f"= {singles / batch:.2f}x (medians of {python['batch']['runs']:.0f}, role {python['database_role']})"
+    )
+
+
+def _turn_http_figure(figures: dict[str, Any]) -> str | None:
+    rest = _get(figures, "turns", "rest")
+    if not rest:
+        return None
+    batch, singles, n = rest["batch"], rest["singles"], figures["turns"]["messages"]
+    per_round = [
+        b["rps"] / (s["rps"] / n) for b, s in zip(batch["runs"], singles["runs"], strict=True) if s["rps"]
+    ]
+    return (
+        f"JSON array {batch['rps']:.0f} turns/s vs {n} POSTs {singles['rps'] / n:.0f} turns/s "
+        f"({singles['rps']:.0f} req/s) (medians); per-round ratios "
+        f"{', '.join(f'{r:.2f}' for r in per_round)} -> {statistics.median(per_round):.2f}x"
+    )
+
+
+def _max_tokens_figure(options: dict[str, Any] | None, agent: dict[str, Any]) -> tuple[str | None, bool]:
+    """The same 50 messages with a budget that never binds (only the running sum differs),
+    per-round p50 ratio; a binding budget's p50 beside it, and the Python API's ratio."""
+    if not options:
+        return None, False
+    ratio = latency_ratio(options["max_tokens"], options["limit"])
+    text = (
+        f"p50 max_tokens {options['max_tokens']['p50_ms']:.2f} / limit {options['limit']['p50_ms']:.2f} ms, "
+        f"per-round -> {ratio:.2f} (same 50 messages; a budget of {BINDING_BUDGET:,}: "
+        f"{options['max_tokens_binding']['p50_ms']:.2f} ms)"
+    )
+    if "ours_history_50_max_tokens" in agent:
+        ours = agent["ours_history_50_max_tokens"]["median_ms"] / agent["ours_history_50"]["median_ms"]
+        text += f"; history_load {ours:.2f}"
+    return text, ratio <= 1.2
+
+
+def _formats_figure(options: dict[str, Any] | None, agent: dict[str, Any]) -> str | None:
+    if not options:
+        return None
+    openai = options["limit"]["p50_ms"]
+    names = {"openai": ("limit", "ours_history_50")}
+    names |= {f: (f, f"ours_history_50_{f}") for f in ("anthropic", "responses")}
+    text = "p50 " + ", ".join(
+        f"{name} {options[key]['p50_ms']:.2f} ms ({options[key]['p50_ms'] / openai:.2f})"
+        for name, (key, _) in names.items()
+    )
+    if all(key in agent for _, key in names.values()):
+        text += "; history_load " + ", ".join(
+            f"{name} {agent[key]['median_ms']:.2f} ms" for name, (_, key) in names.items()
+        )
+    return text
+
+
+def latency_ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """a's p50 over b's in each round of ``series``, the median of the rounds."""
+    return float(
+        statistics.median(x["p50_ms"] / y["p50_ms"] for x, y in zip(a["runs"], b["runs"], strict=True))
+    )
 
 
 # The hand-written data statements (bench.inprocess.statement_figures), as the table names them.
 STATEMENTS = {
     "user_lookup": "token's user lookup",
     "history_window": "history window",
-    "message_count": "revalidation's count",
+    "conversation_version": "revalidation's version",
     "append_count": "append's UPDATE",
 }
 # Calls of each statement and of its twin per call of the agent's figures (smoke 300, full 3,000).

@@ -6,10 +6,12 @@ from datetime import timedelta
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import User
+from conversations import selectors
 from conversations.models import Conversation, Message
 from conversations.retention import conversations_expired_batch
 from core.rls import all_users, user_scope
@@ -195,7 +197,7 @@ def test_messages_since_use_the_message_time_index(conversations_over_time):
     assert_plan_uses(plan, "message_created_idx")
 
 
-def plan_of(sql: str, params: list, *, role: str | None = None) -> dict:
+def plan_of(sql: str, params: list | None, *, role: str | None = None) -> dict:
     """The JSON plan of ``sql``, as the connection's role or as ``role``."""
     with transaction.atomic(), connection.cursor() as cursor:
         if role:
@@ -257,3 +259,84 @@ def test_the_owner_role_gets_the_serving_roles_plan(long_conversations):
     assert [node for node in plan_shape(as_owner) if "Scan" in node] == [
         node for node in plan_shape(as_serving_role) if "Scan" in node
     ], (plan_shape(as_owner), plan_shape(as_serving_role))
+
+
+@pytest.fixture
+def interleaved_conversations():
+    """Twenty users with two 1,000-message conversations each, appended in turns as a live
+    service stores them: a conversation's messages are spread over the table's pages, not
+    packed together, which is what makes the planner's row estimate decide the plan."""
+    users = User.objects.bulk_create(User(username=f"turns{n}") for n in range(20))
+    conversations = Conversation.objects.bulk_create(Conversation(user=users[n % 20]) for n in range(40))
+    Message.objects.bulk_create(
+        (
+            Message(
+                conversation=c, user_id=c.user_id, seq=seq, role="user", content="x" * 200, token_count=40
+            )
+            for seq in range(1, 1_001)
+            for c in conversations
+        ),
+        batch_size=5_000,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE conversations_message")
+    return conversations
+
+
+@postgresql_only
+@pytest.mark.parametrize("max_tokens", [None, 2_000])
+def test_the_owner_role_gets_the_serving_roles_plan_for_the_history_window(
+    interleaved_conversations, max_tokens
+):
+    """The history window as ``history_load`` runs it (the conversation left-joined to its
+    newest messages, with the running sum for ``max_tokens``), as the table owner and as the
+    serving role: the same scans, walking ``(conversation_id, seq)`` to the limit. With the
+    all-rows policy as 0007's InitPlan the planner took it to pass half the rows (a bare
+    boolean's default), so the owner's window again intersected two indexes and sorted the
+    whole conversation (2.7 ms against 0.19 ms on 1,000,000 messages); as migration 0009's
+    null test it passes nearly all, as the serving role's one-time filter does."""
+    conversation = interleaved_conversations[0]
+    with CaptureQueriesContext(connection) as captured:
+        selectors.history_load(user=conversation.user, conversation_id=conversation.pk, max_tokens=max_tokens)
+    [statement] = [q["sql"] for q in captured.captured_queries if "conversations_message" in q["sql"]]
+    with user_scope(conversation.user_id):
+        as_owner = plan_shape(plan_of(statement, None))
+        as_serving_role = plan_shape(plan_of(statement, None, role=settings.DATABASE_SERVING_ROLE))
+
+    assert "BitmapAnd" not in as_owner, as_owner
+    assert "Index Scan message_conversation_seq_uniq" in as_owner, as_owner
+    assert [node for node in as_owner if "Scan" in node] == [
+        node for node in as_serving_role if "Scan" in node
+    ], (as_owner, as_serving_role)
+
+
+@postgresql_only
+@pytest.mark.parametrize(
+    ("setting", "opens"), [("on", True), ("", False), ("off", False), ("ON", False), ("true", False)]
+)
+def test_the_all_rows_policy_opens_only_for_on(setting, opens):
+    """Migration 0009 changed the policy's form, not what it allows: every user's rows only
+    while ``app.all_users`` is exactly ``'on'``, for reads and for writes alike."""
+    conversation = ConversationFactory.create()
+    ConversationFactory.create()  # another user's
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('app.user_id', '', true), set_config('app.all_users', %s, true)", [setting]
+        )
+        cursor.execute("SELECT count(*) FROM conversations_conversation")
+        visible = cursor.fetchone()[0]
+        refused = ""
+        try:
+            with transaction.atomic():
+                cursor.execute(
+                    "INSERT INTO conversations_message (id, conversation_id, user_id, seq, role, "
+                    "content, created_at) VALUES (gen_random_uuid(), %s, %s, 1, 'user', 'x', now())",
+                    [conversation.pk, conversation.user_id],
+                )
+        except DatabaseError as error:
+            refused = str(error)
+    if opens:
+        assert (visible, refused) == (2, "")
+    else:
+        assert visible == 0
+        assert "row-level security" in refused
