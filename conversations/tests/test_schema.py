@@ -242,7 +242,8 @@ def test_the_owner_role_gets_the_serving_roles_plan(long_conversations):
     conversation (measured for history_load(50) on a 1,000-message conversation: 8.4 ms
     against 0.13 ms). As a sub-select (migration 0007) it is an InitPlan, one value for the
     statement, and the owner walks ``(conversation_id, seq)`` to the limit as the serving
-    role does."""
+    role does; on conversations spread over the table that took migration 0009 too
+    (``test_the_owner_role_gets_the_serving_roles_plan_for_the_history_window``)."""
     conversation = long_conversations[0]
     sql = (
         "SELECT * FROM conversations_message WHERE conversation_id = %s AND user_id = %s "
