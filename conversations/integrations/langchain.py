@@ -21,13 +21,15 @@ The mapping onto the data model, which has user and assistant messages only:
   ``usage_metadata``, a ``ToolMessage``'s ``artifact`` and an invalid call's ``error`` text.
 """
 
+import functools
 import json
+import threading
 import uuid
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import transaction
+from django.db import connection, transaction
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.messages.tool import invalid_tool_call, tool_call
@@ -41,6 +43,28 @@ from ..models import Message, Role
 from ..serializers import MessageCreateSerializer, ToolResultsRecordSerializer
 
 Body = dict[str, Any]
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _returns_its_connection(method: Callable[P, R]) -> Callable[P, R]:
+    """Give the thread's database connection back to the pool when the call is done, in a
+    thread other than the main one and outside a transaction. LangChain runs a sync chain's
+    steps in its own thread pools (``RunnableWithMessageHistory`` reads the history in one),
+    threads that Django's request cycle never closes: their connections would stay checked
+    out until the pool ran dry."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        finally:
+            if threading.current_thread() is not threading.main_thread() and not connection.in_atomic_block:
+                connection.close()
+
+    return wrapper
 
 
 class MessageRefused(ValueError):
@@ -76,12 +100,14 @@ class ConversationChatMessageHistory(BaseChatMessageHistory):
         self.max_tokens = max_tokens
 
     @property
+    @_returns_its_connection
     def messages(self) -> list[BaseMessage]:
         if self._windowed:
             return _from_window(selectors.history_load(**self._window_arguments()))
         return _from_rows(selectors.messages_in_order(user=self.user, conversation_id=self.conversation_id))
 
     @messages.setter
+    @_returns_its_connection
     def messages(self, messages: list[BaseMessage]) -> None:
         """Replace the whole conversation with ``messages``, in one transaction."""
         with transaction.atomic(), user_scope(self.user):
@@ -94,6 +120,7 @@ class ConversationChatMessageHistory(BaseChatMessageHistory):
         rows = await selectors.amessages_in_order(user=self.user, conversation_id=self.conversation_id)
         return _from_rows(rows)
 
+    @_returns_its_connection
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Store ``messages`` in one transaction: all of them or, when one is refused
         (``MessageRefused``, ``ToolResultsInvalid``, ``ToolResultAlreadyRecorded``), none."""
@@ -115,6 +142,7 @@ class ConversationChatMessageHistory(BaseChatMessageHistory):
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         await sync_to_async(self.add_messages)(messages)
 
+    @_returns_its_connection
     def clear(self) -> None:
         """Delete every message; the conversation itself (id, title, metadata) stays."""
         services.conversation_clear(user=self.user, conversation_id=self.conversation_id)

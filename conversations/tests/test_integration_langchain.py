@@ -29,6 +29,7 @@ a later one), refusals, content shapes, windows, async use, ``RunnableWithMessag
 isolation between users.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -872,3 +873,17 @@ def test_a_history_sees_only_its_own_conversation(user):
     with pytest.raises(MessageRefused):  # the call is another conversation's
         second.add_messages([ToolMessage(content="x", tool_call_id="call_weather")])
     assert (first.messages, second.messages) == (TOOL_TURN[:2], [])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_history_used_from_threads_of_its_own_gives_their_connections_back(user):
+    """LangChain runs a sync chain's steps in thread pools of its own; each new thread's
+    connection goes back to the pool after every call, so more threads than the pool holds
+    (10 by default) never run it dry (on PostgreSQL, the 11th read would wait out the
+    pool's timeout and fail)."""
+    conversation = ConversationFactory.create(user=user)
+    history = ConversationChatMessageHistory(user=user, conversation_id=conversation.pk)
+    history.add_messages([HumanMessage("hi")])
+    for _ in range(15):
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            assert pool.submit(lambda: history.messages).result(timeout=60) == [HumanMessage("hi")]
