@@ -26,7 +26,7 @@ from core.rls import user_scope
 
 from . import statements, tokens
 from . import tool_results as tool_results_rules
-from .models import Conversation, IdempotencyKey, Message
+from .models import Conversation, IdempotencyKey, Message, Role
 from .tool_results import ToolCalls, ToolResults
 
 # The most messages one append takes (a JSON array body), all in one transaction.
@@ -239,6 +239,41 @@ def tool_result_pop(
         return _message_shrunk(message, user=user, shapes="results", tool_call_id=tool_call_id)
 
 
+@audit.audited("tool_calls.add")
+def tool_calls_add(
+    *,
+    user: User,
+    conversation_id: uuid.UUID | str,
+    message_id: uuid.UUID | str,
+    tool_calls: ToolCalls,
+    call_shapes: ItemShapes | None = None,
+) -> Message:
+    """Add ``tool_calls`` (shaped as the caller's layer validated them) to the conversation's
+    newest message, an assistant message none of whose calls has a result yet, and return the
+    message: calls of one model response that come in two writes, or one taken back by
+    ``tool_call_pop`` and put back. ``call_shapes`` (an integration's, by call id) join the
+    message's ``item_shapes``.
+
+    Raises ``MessageNotNewest`` for an older message, ``ToolCallRefused`` for a user message,
+    a message with results, or a call id the message has already (nothing added).
+    """
+    with user_scope(user, atomic=True):
+        message = _newest_message(user=user, conversation_id=conversation_id, message_id=message_id)
+        if message.role != Role.ASSISTANT or message.tool_results:
+            raise ToolCallRefused("Calls are added to an assistant message whose calls have no results yet.")
+        calls = [*(message.tool_calls or ()), *tool_calls]
+        if len({call["id"] for call in calls}) < len(calls):
+            raise ToolCallRefused("A message's tool call ids are unique.")
+        message.tool_calls = calls
+        if call_shapes:
+            shapes = message.item_shapes or {}
+            message.item_shapes = {**shapes, "calls": {**shapes.get("calls", {}), **call_shapes}}
+        message.token_count = tokens.message_tokens(message.content, message.tool_calls, None)
+        message.save(update_fields=["tool_calls", "item_shapes", "token_count"])
+        _count_messages(user=user, conversation_id=conversation_id, added=0)
+        return message
+
+
 @audit.audited("tool_call.pop")
 def tool_call_pop(
     *, user: User, conversation_id: uuid.UUID | str, message_id: uuid.UUID | str, tool_call_id: str
@@ -246,18 +281,18 @@ def tool_call_pop(
     """Delete the call ``tool_call_id``, which has no result, from the conversation's newest
     message and return the message.
 
-    Raises ``MessageNotNewest`` for an older message, ``ToolCallNotPoppable`` when the call
+    Raises ``MessageNotNewest`` for an older message, ``ToolCallRefused`` when the call
     is not the message's, has a result, or is all the message holds (``message_pop`` it).
     """
     with user_scope(user, atomic=True):
         message = _newest_message(user=user, conversation_id=conversation_id, message_id=message_id)
         calls = [call for call in message.tool_calls or () if call["id"] != tool_call_id]
         if len(calls) == len(message.tool_calls or ()):
-            raise ToolCallNotPoppable(f"The message has no tool call {tool_call_id!r}.")
+            raise ToolCallRefused(f"The message has no tool call {tool_call_id!r}.")
         if any(result["tool_call_id"] == tool_call_id for result in message.tool_results or ()):
-            raise ToolCallNotPoppable(f"The tool call {tool_call_id!r} has a result: pop that first.")
+            raise ToolCallRefused(f"The tool call {tool_call_id!r} has a result: pop that first.")
         if not calls and message.content is None:
-            raise ToolCallNotPoppable("The call is all the message holds: pop the message.")
+            raise ToolCallRefused("The call is all the message holds: pop the message.")
         message.tool_calls = calls or None
         return _message_shrunk(message, user=user, shapes="calls", tool_call_id=tool_call_id)
 
@@ -299,8 +334,9 @@ class MessageNotNewest(Exception):
     """Only the conversation's newest message can be deleted on its own."""
 
 
-class ToolCallNotPoppable(ValueError):
-    """The call is not the message's, has a result, or is all the message holds."""
+class ToolCallRefused(ValueError):
+    """A change to a message's calls that breaks a rule (see ``tool_calls_add``,
+    ``tool_call_pop``); nothing changed."""
 
 
 def _newest_message(*, user: User, conversation_id: uuid.UUID | str, message_id: uuid.UUID | str) -> Message:
@@ -426,3 +462,4 @@ amessage_pop = sync_to_async(message_pop)
 atool_results_record = sync_to_async(tool_results_record)
 atool_result_pop = sync_to_async(tool_result_pop)
 atool_call_pop = sync_to_async(tool_call_pop)
+atool_calls_add = sync_to_async(tool_calls_add)

@@ -186,11 +186,23 @@ def items_read(*, user: User, conversation_id: uuid.UUID | str, limit: int | Non
 
 def items_add(*, user: User, conversation_id: uuid.UUID | str, items: Sequence[Mapping[str, Any]]) -> None:
     """``ConversationSession.add_items``, in the caller's thread."""
-    drafts, late = _plan(items)
-    new = [draft.validated() for draft in drafts]
-    if not new and not late:
+    if not items:
         return
     with user_scope(user, atomic=True):
+        newest = _newest_if_calls_join(user=user, conversation_id=conversation_id, items=items)
+        drafts, late = _plan(items, newest)
+        new = [draft.validated() for draft in drafts if draft.stored is None]
+        for joined in drafts:
+            if joined.stored is None:
+                continue
+            services.tool_calls_add(
+                user=user,
+                conversation_id=conversation_id,
+                message_id=joined.stored.pk,
+                tool_calls=joined.validated_calls(),
+                call_shapes=joined.shapes["calls"],
+            )
+            late = [*joined.outputs, *late]
         if late:
             _record_late_outputs(user=user, conversation_id=conversation_id, outputs=late)
         for start in range(0, len(new), services.BATCH_MAX_MESSAGES):
@@ -302,53 +314,77 @@ def _text_back(text: str, parts: list[Item] | None) -> str | list[Item]:
 # Writing: items as the messages and results they add.
 
 
-@dataclass
-class _Draft:
-    """A message being made from items, as a REST body plus its items' shapes."""
-
-    index: int  # of its first item, for errors
-    role: str
-    content: str | None
-    tool_calls: list[Item] = field(default_factory=list)
-    tool_results: list[Item] = field(default_factory=list)
-    shapes: dict[str, Any] = field(default_factory=dict)
-
-    def makes(self, call_id: str) -> bool:
-        return any(call["id"] == call_id for call in self.tool_calls)
-
-    def answered(self, call_id: str) -> bool:
-        return any(result["tool_call_id"] == call_id for result in self.tool_results)
-
-    def validated(self) -> services.NewMessage:
-        """The message through the REST API's own validation of an append."""
-        body = {
-            "role": self.role,
-            "content": self.content,
-            "tool_calls": self.tool_calls or None,
-            "tool_results": self.tool_results or None,
-        }
-        serializer = MessageCreateSerializer(data=body)
-        if not serializer.is_valid():
-            raise ItemRefused(f"Item {self.index} cannot be stored: {json.dumps(serializer.errors)}")
-        return services.NewMessage(**serializer.validated_data, item_shapes=self.shapes)
-
-
 @dataclass(frozen=True, slots=True)
-class _LateOutput:
-    """An output whose call an earlier ``add_items`` stored."""
+class _Output:
+    """A function_call_output as the result it records, with its position and shape."""
 
     index: int
     result: Item
     shape: Item
 
+    @property
+    def call_id(self) -> str:
+        return str(self.result["tool_call_id"])
 
-def _plan(items: Sequence[Mapping[str, Any]]) -> tuple[list[_Draft], list[_LateOutput]]:
+
+@dataclass
+class _Draft:
+    """A message being made from items (a REST body plus its items' shapes); or, with
+    ``stored``, the newest stored message that this ``add_items``'s first calls join."""
+
+    index: int  # of its first item, for errors
+    role: str
+    content: str | None
+    stored: Message | None = None
+    tool_calls: list[Item] = field(default_factory=list)  # new ones only
+    outputs: list[_Output] = field(default_factory=list)
+    shapes: dict[str, Any] = field(default_factory=dict)
+
+    def makes(self, call_id: str) -> bool:
+        stored_calls = self.stored.tool_calls or [] if self.stored is not None else []
+        return any(call["id"] == call_id for call in [*stored_calls, *self.tool_calls])
+
+    def answered(self, call_id: str) -> bool:
+        return any(output.call_id == call_id for output in self.outputs)
+
+    def validated(self) -> services.NewMessage:
+        """The message through the REST API's own validation of an append."""
+        shapes = dict(self.shapes)
+        if self.outputs:
+            shapes["results"] = {output.call_id: output.shape for output in self.outputs}
+        data = self._valid([output.result for output in self.outputs] or None)
+        return services.NewMessage(**data, item_shapes=shapes)
+
+    def validated_calls(self) -> list[Item]:
+        """The calls that join ``stored``, through the same validation of the message they
+        make with its own calls."""
+        calls: list[Item] = self._valid(None)["tool_calls"]
+        return calls[len(calls) - len(self.tool_calls) :]
+
+    def _valid(self, results: list[Item] | None) -> dict[str, Any]:
+        stored_calls = self.stored.tool_calls or [] if self.stored is not None else []
+        body = {
+            "role": self.role,
+            "content": self.content,
+            "tool_calls": [*stored_calls, *self.tool_calls] or None,
+            "tool_results": results,
+        }
+        serializer = MessageCreateSerializer(data=body)
+        if not serializer.is_valid():
+            raise ItemRefused(f"Item {self.index} cannot be stored: {json.dumps(serializer.errors)}")
+        return dict(serializer.validated_data)
+
+
+def _plan(items: Sequence[Mapping[str, Any]], newest: Message | None) -> tuple[list[_Draft], list[_Output]]:
     """The messages the items make, in order, each output put on the message of its call;
-    and the outputs whose calls are not among them."""
-    drafts: list[_Draft] = []
-    late: list[_LateOutput] = []
-    calls_made: dict[str, _Draft] = {}  # call id -> the newest draft making it
+    and the outputs of calls stored before. Leading calls join ``newest`` when given (a
+    stored assistant message whose calls have no results yet)."""
     turn: _Draft | None = None  # the assistant message that a function_call joins
+    if newest is not None:
+        turn = _Draft(0, Role.ASSISTANT, newest.content, stored=newest)
+    drafts: list[_Draft] = [turn] if turn is not None else []
+    late: list[_Output] = []
+    calls_made: dict[str, _Draft] = {}  # call id -> the newest draft making it
     after_reasoning = False  # in a model response whose reasoning item was left out
     for index, item in enumerate(items):
         kind = _kind(item, index)
@@ -386,18 +422,35 @@ def _plan(items: Sequence[Mapping[str, Any]]) -> tuple[list[_Draft], list[_LateO
             after_reasoning, turn = False, None
             call_id = _string(item, "call_id", index)
             output, parts = _flattened(item.get("output"), index, "output")
-            shape = _shape(item, ("call_id",), index, parts, text_key="output")
             result = {"tool_call_id": call_id, "content": output, "is_error": False}
+            new = _Output(index, result, _shape(item, ("call_id",), index, parts, text_key="output"))
             if (maker := calls_made.get(call_id)) is None:
-                late.append(_LateOutput(index, result, shape))
+                late.append(new)
             elif maker.answered(call_id):
                 raise ToolResultAlreadyRecorded(
                     f"Item {index}: the tool call {call_id!r} already has its output."
                 )
             else:
-                maker.tool_results.append(result)
-                maker.shapes.setdefault("results", {})[call_id] = shape
-    return drafts, late
+                maker.outputs.append(new)
+    return [draft for draft in drafts if draft.stored is None or draft.tool_calls], late
+
+
+def _newest_if_calls_join(
+    *, user: User, conversation_id: uuid.UUID | str, items: Sequence[Mapping[str, Any]]
+) -> Message | None:
+    """The newest stored message when the items begin with a call (after any reasoning) and
+    that message is an assistant message whose calls have no results yet: the call goes on
+    from it (one model response's calls written in two ``add_items``, or a call that
+    ``pop_item`` took back and the SDK puts back), which keeps the items in their order."""
+    first = next(
+        (item for item in items if not (isinstance(item, Mapping) and item.get("type") == "reasoning")), None
+    )
+    if not (isinstance(first, Mapping) and first.get("type") == "function_call"):
+        return None
+    newest = selectors.message_list(user=user, conversation_id=conversation_id).order_by("-seq").first()
+    if newest is None or newest.role != Role.ASSISTANT or newest.tool_results:
+        return None
+    return newest
 
 
 def _kind(item: Mapping[str, Any], index: int) -> str:
@@ -471,11 +524,11 @@ def _shape(
     return shape
 
 
-def _record_late_outputs(*, user: User, conversation_id: uuid.UUID | str, outputs: list[_LateOutput]) -> None:
+def _record_late_outputs(*, user: User, conversation_id: uuid.UUID | str, outputs: list[_Output]) -> None:
     """Record outputs whose calls an earlier ``add_items`` stored, on the newest message making
     each call, one ``tool_results_record`` per message."""
     owners = _call_owners(user=user, conversation_id=conversation_id, outputs=outputs)
-    by_message: dict[uuid.UUID, list[_LateOutput]] = {}
+    by_message: dict[uuid.UUID, list[_Output]] = {}
     for output in outputs:
         by_message.setdefault(owners[output.result["tool_call_id"]], []).append(output)
     for message_id, its_outputs in by_message.items():
@@ -496,7 +549,7 @@ def _record_late_outputs(*, user: User, conversation_id: uuid.UUID | str, output
 
 
 def _call_owners(
-    *, user: User, conversation_id: uuid.UUID | str, outputs: list[_LateOutput]
+    *, user: User, conversation_id: uuid.UUID | str, outputs: list[_Output]
 ) -> dict[str, uuid.UUID]:
     """The id of the newest stored message making each output's call, read newest first: the
     calls an output answers are nearly always in the last message or two."""

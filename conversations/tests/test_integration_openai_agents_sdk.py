@@ -64,7 +64,7 @@ from typing import Any, cast
 
 import pytest
 import pytest_asyncio
-from agents import Agent, RunConfig, Runner, SessionSettings, TResponseInputItem
+from agents import Agent, RunConfig, Runner, SessionSettings, TResponseInputItem, set_tracing_disabled
 from agents.testing import ScriptedModel
 from asgiref.sync import sync_to_async
 from django.db import connection
@@ -78,6 +78,9 @@ from conversations.integrations.openai_agents import ConversationSession, _settl
 from .factories import UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+# The SDK sends its traces to OpenAI's API; no test here has anywhere to send them.
+set_tracing_disabled(True)
 
 # The user whose conversations the sessions of the running test are, and those conversations
 # by session id.
