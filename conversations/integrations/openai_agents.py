@@ -14,9 +14,11 @@ result is recorded on the assistant message that made the call):
   as the text of its ``input_text``, ``output_text`` and ``refusal`` parts, joined with
   nothing between them (as the SDK's and OpenAI's ``output_text`` join them).
 - ``function_call`` items are the calls of an assistant message: those that follow an
-  assistant ``message`` item or one another in one ``add_items`` (one model turn) are one
-  message, with that text. A call that comes alone (after a result, a user message, or in an
-  ``add_items`` of its own) starts an assistant message without text.
+  assistant ``message`` item or one another (one model response) are one message, with that
+  text. Calls that begin an ``add_items`` go on from the newest stored message when it is an
+  assistant message whose calls have no results yet (``services.tool_calls_add``): one
+  response written in two ``add_items``, or calls that ``pop_item`` took back and the SDK puts
+  back. A call after a result or a user message starts an assistant message without text.
 - A ``function_call_output`` is the result recorded on the message that made its call, in the
   same ``add_items`` or an earlier one (the newest message making that call). An output whose
   call no message made is refused, and so is a second output for one call.
@@ -34,9 +36,10 @@ result is recorded on the assistant message that made the call):
 What an item holds besides those fields (its ``type`` key or the lack of one, ``id``,
 ``status``, ``annotations``, ``logprobs``, its content's split into parts) is kept in
 ``Message.item_shapes``, so ``get_items`` gives back the items that were added, in order, with
-two exceptions: a message's outputs come back in the order of its calls (the order the SDK
-adds them in), and a message written through the REST API comes back in the ``responses``
-history format's shapes (a result's ``is_error`` is not part of them).
+two exceptions: a message's outputs come back after all of its calls, in the order of the
+calls (the order the SDK adds them in), and a message written through the REST API comes back
+in the ``responses`` history format's shapes (a result's ``is_error`` is not part of them).
+An item may hold at most 16 KiB of JSON besides its text (more is refused).
 
 ``get_items`` does not use ``history_load``: a model's window leaves out pending calls and
 messages without text, and has a cap of its own, which would make ``limit`` and ``pop_item``

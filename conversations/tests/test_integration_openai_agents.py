@@ -34,6 +34,7 @@ WEATHER_CALL = {
     "arguments": '{"city":"Oslo"}',
 }
 WEATHER_OUTPUT = {"type": "function_call_output", "call_id": "c1", "output": "18 °C"}
+USER_SECRET = {"role": "user", "content": "My secret"}
 
 # One turn as the SDK writes it, with every shape this session keeps: a user message without
 # ``type``, an output message with ids, status, annotations and logprobs, two calls of one
@@ -321,9 +322,7 @@ def test_create_makes_a_conversation_of_the_users(user):
 def theirs(other_user):
     """Another user's conversation, with a pending call that an output could try to answer."""
     conversation = services.conversation_create(user=other_user)
-    async_to_sync(ConversationSession(user=other_user, conversation_id=conversation.pk).add_items)(
-        [{"role": "user", "content": "My secret"}, WEATHER_CALL]
-    )
+    add(ConversationSession(user=other_user, conversation_id=conversation.pk), [USER_SECRET, WEATHER_CALL])
     return conversation
 
 
