@@ -1,6 +1,6 @@
 """Taking one call or one result back from the newest message (``tool_call_pop``,
-``tool_result_pop``), as an agent session's ``pop_item`` does, and the shapes an integration
-keeps with results (``tool_results_record(result_shapes=…)``)."""
+``tool_result_pop``) and adding calls to it (``tool_calls_add``), as an agent session's
+``pop_item`` and ``add_items`` do, and the shapes an integration keeps with calls and results."""
 
 import pytest
 
@@ -154,3 +154,57 @@ def test_result_shapes_join_the_messages_shapes(conversation):
     )
 
     assert stored(message).item_shapes == {"results": {"a": {}, "b": {"id": "out_b"}}}
+
+
+def test_tool_calls_add_goes_on_from_the_newest_messages_calls(conversation):
+    message = append(conversation, content="Let me look.", calls=["a"], item_shapes={"calls": {"a": {}}})
+    version = selectors.conversation_version(user=conversation.user, conversation_id=conversation.pk)
+
+    services.tool_calls_add(
+        user=conversation.user,
+        conversation_id=conversation.pk,
+        message_id=message.pk,
+        tool_calls=[call("b")],
+        call_shapes={"b": {"id": "fc_b"}},
+    )
+
+    after = stored(message)
+    assert after.tool_calls == [call("a"), call("b")]
+    assert after.item_shapes == {"calls": {"a": {}, "b": {"id": "fc_b"}}}
+    assert after.token_count == tokens.message_tokens("Let me look.", after.tool_calls, None)
+    assert selectors.conversation_version(user=conversation.user, conversation_id=conversation.pk) > version
+
+
+@pytest.mark.parametrize(
+    ("calls", "results", "new"),
+    [
+        (["a"], [result("a")], "b"),  # its calls have results: a new call would come after them
+        (["a"], None, "a"),  # call ids are unique in a message
+    ],
+)
+def test_tool_calls_add_refuses_what_would_break_a_message(conversation, calls, results, new):
+    message = append(conversation, content="Text", calls=calls, results=results)
+
+    with pytest.raises(services.ToolCallRefused):
+        services.tool_calls_add(
+            user=conversation.user,
+            conversation_id=conversation.pk,
+            message_id=message.pk,
+            tool_calls=[call(new)],
+        )
+    assert stored(message).tool_calls == [call(call_id) for call_id in calls]
+
+
+def test_tool_calls_add_refuses_a_user_message_and_an_older_message(conversation):
+    older = append(conversation, content="Text", calls=["a"])
+    user_message = services.message_append(
+        user=conversation.user, conversation_id=conversation.pk, role="user", content="Hi"
+    )
+    add = {"user": conversation.user, "conversation_id": conversation.pk, "tool_calls": [call("b")]}
+
+    with pytest.raises(services.ToolCallRefused):
+        services.tool_calls_add(**add, message_id=user_message.pk)
+    with pytest.raises(services.MessageNotNewest):
+        services.tool_calls_add(**add, message_id=older.pk)
+    assert stored(user_message).tool_calls is None
+    assert stored(older).tool_calls == [call("a")]
