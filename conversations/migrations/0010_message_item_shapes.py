@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("conversations", "0008_agent_history"),
+        ("conversations", "0009_all_rows_policy_as_null_test"),
     ]
 
     operations = [
