@@ -90,6 +90,12 @@ class Message(models.Model):
     tool_results = models.JSONField(null=True, blank=True)
     # What the message costs a model (conversations/tokens.py), grown as results come in.
     token_count = models.PositiveIntegerField(default=0, db_default=0)
+    # What the items of an agent framework's session (conversations/integrations) that this
+    # message was stored from held besides the fields above (their ids, status, the shape of
+    # their content), so that the session gives them back as they came: {"message": {…},
+    # "calls": {call id: {…}}, "results": {call id: {…}}}, each optional. Null for a message
+    # written through the REST API, which never shows it.
+    item_shapes = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

@@ -26,11 +26,13 @@ from core.rls import user_scope
 
 from . import statements, tokens
 from . import tool_results as tool_results_rules
-from .models import Conversation, IdempotencyKey, Message
+from .models import Conversation, IdempotencyKey, Message, Role
 from .tool_results import ToolCalls, ToolResults
 
 # The most messages one append takes (a JSON array body), all in one transaction.
 BATCH_MAX_MESSAGES = 100
+
+ItemShapes = dict[str, Any]
 
 
 class IdempotencyKeyReused(Exception):
@@ -72,13 +74,18 @@ class NewMessage:
     content: str | None
     tool_calls: ToolCalls | None = None
     tool_results: ToolResults | None = None
+    # An integration's record of the items the message came from (``Message.item_shapes``).
+    item_shapes: ItemShapes | None = None
 
     def as_body(self) -> dict[str, Any]:
         """What an idempotency key of a Python caller is bound to: the message's fields
-        (``tool_results`` only when given, so that keys of earlier versions still replay)."""
-        body = {"role": self.role, "content": self.content, "tool_calls": self.tool_calls}
+        (``tool_results`` and ``item_shapes`` only when given, so that keys of earlier
+        versions still replay)."""
+        body: dict[str, Any] = {"role": self.role, "content": self.content, "tool_calls": self.tool_calls}
         if self.tool_results is not None:
             body["tool_results"] = self.tool_results
+        if self.item_shapes is not None:
+            body["item_shapes"] = self.item_shapes
         return body
 
 
@@ -179,11 +186,17 @@ def message_append_idempotent(
 
 @audit.audited("tool_results.record")
 def tool_results_record(
-    *, user: User, conversation_id: uuid.UUID | str, message_id: uuid.UUID | str, tool_results: ToolResults
+    *,
+    user: User,
+    conversation_id: uuid.UUID | str,
+    message_id: uuid.UUID | str,
+    tool_results: ToolResults,
+    result_shapes: ItemShapes | None = None,
 ) -> Message:
     """Record results of calls of one of the conversation's messages that have none yet,
     and return the message. Like an append, it moves the conversation's ``updated_at`` and
-    ``version`` (every earlier ETag goes stale).
+    ``version`` (every earlier ETag goes stale). ``result_shapes`` (an integration's, by call
+    id) join the message's ``item_shapes``.
 
     Raises ``Conversation.DoesNotExist``/``Message.DoesNotExist`` for what is not the user's,
     ``ToolResultsInvalid`` and ``ToolResultAlreadyRecorded`` (nothing recorded) otherwise.
@@ -197,9 +210,91 @@ def tool_results_record(
         new = [tool_results_rules.normalized(result) for result in tool_results]
         message.tool_results = tool_results_rules.checked(message.tool_calls, new, message.tool_results)
         message.token_count += tokens.tool_results_tokens(new)
-        message.save(update_fields=["tool_results", "token_count"])
+        changed = ["tool_results", "token_count"]
+        if result_shapes:
+            shapes = message.item_shapes or {}
+            message.item_shapes = {**shapes, "results": {**shapes.get("results", {}), **result_shapes}}
+            changed.append("item_shapes")
+        message.save(update_fields=changed)
         _count_messages(user=user, conversation_id=conversation_id, added=0)
         return message
+
+
+@audit.audited("tool_result.pop")
+def tool_result_pop(
+    *, user: User, conversation_id: uuid.UUID | str, message_id: uuid.UUID | str, tool_call_id: str
+) -> Message:
+    """Delete the result of the call ``tool_call_id`` of the conversation's newest message
+    (undo a recorded result, as ``message_pop`` undoes a message) and return the message.
+
+    Raises ``MessageNotNewest`` for an older message, ``ToolResultsInvalid`` when the call
+    has no result (nothing deleted either way).
+    """
+    with user_scope(user, atomic=True):
+        message = _newest_message(user=user, conversation_id=conversation_id, message_id=message_id)
+        results = [r for r in message.tool_results or () if r["tool_call_id"] != tool_call_id]
+        if len(results) == len(message.tool_results or ()):
+            raise tool_results_rules.ToolResultsInvalid(f"The tool call {tool_call_id!r} has no result.")
+        message.tool_results = results or None
+        return _message_shrunk(message, user=user, shapes="results", tool_call_id=tool_call_id)
+
+
+@audit.audited("tool_calls.add")
+def tool_calls_add(
+    *,
+    user: User,
+    conversation_id: uuid.UUID | str,
+    message_id: uuid.UUID | str,
+    tool_calls: ToolCalls,
+    call_shapes: ItemShapes | None = None,
+) -> Message:
+    """Add ``tool_calls`` (shaped as the caller's layer validated them) to the conversation's
+    newest message, an assistant message none of whose calls has a result yet, and return the
+    message: calls of one model response that come in two writes, or one taken back by
+    ``tool_call_pop`` and put back. ``call_shapes`` (an integration's, by call id) join the
+    message's ``item_shapes``.
+
+    Raises ``MessageNotNewest`` for an older message, ``ToolCallRefused`` for a user message,
+    a message with results, or a call id the message has already (nothing added).
+    """
+    with user_scope(user, atomic=True):
+        message = _newest_message(user=user, conversation_id=conversation_id, message_id=message_id)
+        if message.role != Role.ASSISTANT or message.tool_results:
+            raise ToolCallRefused("Calls are added to an assistant message whose calls have no results yet.")
+        calls = [*(message.tool_calls or ()), *tool_calls]
+        if len({call["id"] for call in calls}) < len(calls):
+            raise ToolCallRefused("A message's tool call ids are unique.")
+        message.tool_calls = calls
+        if call_shapes:
+            shapes = message.item_shapes or {}
+            message.item_shapes = {**shapes, "calls": {**shapes.get("calls", {}), **call_shapes}}
+        message.token_count = tokens.message_tokens(message.content, message.tool_calls, None)
+        message.save(update_fields=["tool_calls", "item_shapes", "token_count"])
+        _count_messages(user=user, conversation_id=conversation_id, added=0)
+        return message
+
+
+@audit.audited("tool_call.pop")
+def tool_call_pop(
+    *, user: User, conversation_id: uuid.UUID | str, message_id: uuid.UUID | str, tool_call_id: str
+) -> Message:
+    """Delete the call ``tool_call_id``, which has no result, from the conversation's newest
+    message and return the message.
+
+    Raises ``MessageNotNewest`` for an older message, ``ToolCallRefused`` when the call
+    is not the message's, has a result, or is all the message holds (``message_pop`` it).
+    """
+    with user_scope(user, atomic=True):
+        message = _newest_message(user=user, conversation_id=conversation_id, message_id=message_id)
+        calls = [call for call in message.tool_calls or () if call["id"] != tool_call_id]
+        if len(calls) == len(message.tool_calls or ()):
+            raise ToolCallRefused(f"The message has no tool call {tool_call_id!r}.")
+        if any(result["tool_call_id"] == tool_call_id for result in message.tool_results or ()):
+            raise ToolCallRefused(f"The tool call {tool_call_id!r} has a result: pop that first.")
+        if not calls and message.content is None:
+            raise ToolCallRefused("The call is all the message holds: pop the message.")
+        message.tool_calls = calls or None
+        return _message_shrunk(message, user=user, shapes="calls", tool_call_id=tool_call_id)
 
 
 @audit.audited("message.pop")
@@ -211,16 +306,14 @@ def message_pop(
     ``MessageNotNewest`` otherwise (nothing deleted), ``Message.DoesNotExist`` when it is not
     one of the conversation's."""
     with user_scope(user, atomic=True):
-        count = _lock_conversation(user=user, conversation_id=conversation_id)
         messages = Message.objects.filter(conversation_id=conversation_id, user=user)
         if message_id is not None:
-            message = messages.get(pk=message_id)
-            if message.seq != count:
-                raise MessageNotNewest
-        elif (newest := messages.filter(seq=count).first()) is not None:
-            message = newest
+            message = _newest_message(user=user, conversation_id=conversation_id, message_id=message_id)
         else:
-            return None
+            count = _lock_conversation(user=user, conversation_id=conversation_id)
+            if (newest := messages.filter(seq=count).first()) is None:
+                return None
+            message = newest
         messages.filter(pk=message.pk).delete()
         _count_messages(user=user, conversation_id=conversation_id, added=-1)
         return message
@@ -239,6 +332,35 @@ def conversation_clear(*, user: User, conversation_id: uuid.UUID | str) -> int:
 
 class MessageNotNewest(Exception):
     """Only the conversation's newest message can be deleted on its own."""
+
+
+class ToolCallRefused(ValueError):
+    """A change to a message's calls that breaks a rule (see ``tool_calls_add``,
+    ``tool_call_pop``); nothing changed."""
+
+
+def _newest_message(*, user: User, conversation_id: uuid.UUID | str, message_id: uuid.UUID | str) -> Message:
+    """The message, under the conversation's row lock; ``MessageNotNewest`` unless it is the
+    conversation's newest, ``Message.DoesNotExist`` unless it is one of the conversation's."""
+    count = _lock_conversation(user=user, conversation_id=conversation_id)
+    message = Message.objects.get(pk=message_id, conversation_id=conversation_id, user=user)
+    if message.seq != count:
+        raise MessageNotNewest
+    return message
+
+
+def _message_shrunk(message: Message, *, user: User, shapes: str, tool_call_id: str) -> Message:
+    """Save a message that lost the call or result of ``tool_call_id`` (and its shape), with
+    its token count for what it now holds; the conversation's version and ``updated_at``
+    move as for any change."""
+    item_shapes = message.item_shapes or {}
+    if tool_call_id in item_shapes.get(shapes, {}):
+        kept = {call_id: shape for call_id, shape in item_shapes[shapes].items() if call_id != tool_call_id}
+        message.item_shapes = {**item_shapes, shapes: kept}
+    message.token_count = tokens.message_tokens(message.content, message.tool_calls, message.tool_results)
+    message.save(update_fields=["tool_calls", "tool_results", "item_shapes", "token_count"])
+    _count_messages(user=user, conversation_id=message.conversation_id, added=0)
+    return message
 
 
 class IdempotencyKeyStale(Exception):
@@ -306,6 +428,7 @@ def _new_row(*, user: User, conversation_id: uuid.UUID | str, message: NewMessag
         content=message.content,
         tool_calls=message.tool_calls,
         tool_results=results,
+        item_shapes=message.item_shapes,
         token_count=tokens.message_tokens(message.content, message.tool_calls, results),
     )
 
@@ -337,3 +460,6 @@ amessages_append = sync_to_async(messages_append)
 amessages_append_idempotent = sync_to_async(messages_append_idempotent)
 amessage_pop = sync_to_async(message_pop)
 atool_results_record = sync_to_async(tool_results_record)
+atool_result_pop = sync_to_async(tool_result_pop)
+atool_call_pop = sync_to_async(tool_call_pop)
+atool_calls_add = sync_to_async(tool_calls_add)
