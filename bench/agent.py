@@ -1,4 +1,4 @@
-"""The agent's figures (target 5) in a process of their own, as an agent would run:
+"""The agent's figures (target 5, and the adapters' rows 11) in a process of their own, as an agent would run:
 ``python -m bench.agent USER_ID CONVERSATION_ID ROUNDS`` prints one JSON line.
 
 The harness runs it once with the serving role (``DJANGO_DATABASE_ROLE=app``, as
@@ -21,10 +21,13 @@ def main() -> None:
     django.setup()
     logging.getLogger("audit").setLevel(logging.WARNING)
     from accounts.models import User
-    from bench import inprocess
+    from bench import adapters, inprocess
 
     user = User.objects.get(pk=user_id)
     figures = inprocess.agent_comparison(
+        database_url=os.environ["DATABASE_URL"], user=user, conversation_id=conversation_id, repeat=rounds
+    )
+    figures["adapters"] = adapters.adapter_comparison(
         database_url=os.environ["DATABASE_URL"], user=user, conversation_id=conversation_id, repeat=rounds
     )
     print("BENCH_AGENT " + json.dumps(figures))

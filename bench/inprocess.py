@@ -21,7 +21,7 @@ import json
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -142,7 +142,7 @@ def queries_per_request(
     return result
 
 
-def _compare(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, dict[str, float]]:
+def compare(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, dict[str, float]]:
     """Time each call ``rounds`` times, taking turns, so that a busy machine slows them alike;
     in a new order every round, so that no call always follows the same one (the call after
     the 1,000-message lists pays for the garbage they leave: in a fixed order,
@@ -150,14 +150,37 @@ def _compare(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, d
     for call in calls.values():
         call()  # warm: the pool's connection, statement caches, imports
     samples: dict[str, list[float]] = {name: [] for name in calls}
+    for name in turns(calls, rounds):
+        started = time.perf_counter()
+        calls[name]()
+        samples[name].append((time.perf_counter() - started) * 1000)
+    return summary(samples)
+
+
+async def acompare(
+    calls: dict[str, Callable[[], Awaitable[object]]], rounds: int
+) -> dict[str, dict[str, float]]:
+    """``compare`` for coroutine functions, awaited on the running loop."""
+    for call in calls.values():
+        await call()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for name in turns(calls, rounds):
+        started = time.perf_counter()
+        await calls[name]()
+        samples[name].append((time.perf_counter() - started) * 1000)
+    return summary(samples)
+
+
+def turns(calls: dict[str, Any], rounds: int) -> Iterator[str]:
+    """Every name once a round, shuffled anew each round (the same shuffles every run)."""
     order = list(calls)
     shuffler = random.Random(5)
     for _ in range(rounds):
         shuffler.shuffle(order)
-        for name in order:
-            started = time.perf_counter()
-            calls[name]()
-            samples[name].append((time.perf_counter() - started) * 1000)
+        yield from order
+
+
+def summary(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     return {
         name: {"median_ms": statistics.median(s), "min_ms": min(s), "runs": float(len(s))}
         for name, s in samples.items()
@@ -224,7 +247,7 @@ def agent_comparison(*, database_url: str, user: User, conversation_id: str, rep
         figures: dict[str, Any] = {
             "messages": len(rows),
             "p_messages": p_count,
-            **_compare(calls, repeat),
+            **compare(calls, repeat),
             "user_scope": "core.rls.user_scope" if USER_SCOPE_AVAILABLE else "missing (no RLS module)",
             "database_role": connection.settings_dict.get("USER"),
         }
@@ -294,7 +317,7 @@ def turn_comparison(*, user: User, conversation_id: str, repeat: int) -> dict[st
             "work": sum(1 for k in kinds if k in ("data", "rls")),
             "transactions": sum(1 for q in captured.captured_queries if q["sql"].upper().startswith("BEGIN")),
         }
-    figures.update(_compare({"batch": batch, "singles": singles}, repeat))
+    figures.update(compare({"batch": batch, "singles": singles}, repeat))
     figures["database_role"] = connection.settings_dict.get("USER")
     return figures
 

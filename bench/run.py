@@ -1134,6 +1134,7 @@ def target_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
         row("data: load via COPY", None, "< 60 s, 0 broken", False)
     rows.extend(statement_rows(figures))
     rows.extend(agent_history_rows(figures))
+    rows.extend(adapter_rows(figures))
     return rows
 
 
@@ -1221,6 +1222,32 @@ def _formats_figure(options: dict[str, Any] | None, agent: dict[str, Any]) -> st
             f"{name} {agent[key]['median_ms']:.2f} ms" for name, (_, key) in names.items()
         )
     return text
+
+
+def adapter_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows 11a-11b: the agent frameworks' adapters against what their users run today, on the
+    agent's conversation, with the role of target 5a."""
+    adapters = _get(figures, "agent", "adapters") or {}
+
+    def versus(ours: str, theirs: str, their_name: str, data: str) -> str | None:
+        if ours not in adapters:
+            return None
+        a, b = adapters[ours]["median_ms"], adapters[theirs]["median_ms"]
+        return f"ours {a:.2f} ms, {their_name} {b:.2f} ms = {b / a:.1f}x ({data})"
+
+    session = versus(
+        "ours_get_items_50", "sqlite_get_items_50", "SQLiteSession (file)", f"{adapters.get('items')} items"
+    )
+    history = versus(
+        "ours_aget_messages", "lc_aget_messages", "langchain-postgres", f"{adapters.get('messages')} msgs"
+    )
+    if history:
+        history += f"; ours with limit=50 {adapters['ours_aget_messages_limit_50']['median_ms']:.2f} ms"
+    rows = [
+        ("11a Agents SDK session: get_items(limit=50) vs SQLiteSession", session),
+        ("11b LangChain history: aget_messages() vs langchain-postgres", history),
+    ]
+    return [{"name": name, "figure": text, "target": "printed", "met": bool(text)} for name, text in rows]
 
 
 def latency_ratio(a: dict[str, Any], b: dict[str, Any]) -> float:

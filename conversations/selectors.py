@@ -9,7 +9,7 @@ the whole request); the others run in one themselves.
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from asgiref.sync import sync_to_async
 from django.db.models import QuerySet
@@ -191,10 +191,37 @@ def messages_in_order(*, user: User, conversation_id: uuid.UUID | str) -> list[M
     return messages
 
 
+class MessageContent(NamedTuple):
+    """What a message says, without its ids, times and counts: all that the agent
+    frameworks' adapters read, so that a whole conversation loads without building models."""
+
+    role: str
+    content: str | None
+    tool_calls: list[dict[str, Any]] | None
+    tool_results: list[dict[str, Any]] | None
+    item_shapes: dict[str, Any] | None
+
+
+@audit.audited("message.list")
+def message_contents(
+    *, user: User, conversation_id: uuid.UUID | str, newest: int | None = None
+) -> list[MessageContent]:
+    """What the conversation's messages say, in append order; with ``newest``, only that many
+    of the newest. One query whenever the conversation has messages."""
+    with user_scope(user):
+        messages = message_list(user=user, conversation_id=conversation_id)
+        if newest is not None:
+            messages = messages.order_by("-seq")[:newest]
+        rows = list(map(MessageContent._make, messages.values_list(*MessageContent._fields)))
+        ensure_conversation(user=user, conversation_id=conversation_id, found_rows=bool(rows))
+    return rows if newest is None else rows[::-1]
+
+
 aconversation_get = sync_to_async(conversation_get)
 aconversation_version = sync_to_async(conversation_version)
 aconversations_newest_first = sync_to_async(conversations_newest_first)
 amessages_in_order = sync_to_async(messages_in_order)
+amessage_contents = sync_to_async(message_contents)
 ahistory_load = sync_to_async(history_load)
 
 

@@ -39,7 +39,7 @@ from core.rls import user_scope
 
 from .. import selectors, services
 from ..history_formats import StoredMessage
-from ..models import Message, Role
+from ..models import Role
 from ..serializers import MessageCreateSerializer, ToolResultsRecordSerializer
 
 Body = dict[str, Any]
@@ -104,7 +104,7 @@ class ConversationChatMessageHistory(BaseChatMessageHistory):
     def messages(self) -> list[BaseMessage]:
         if self._windowed:
             return _from_window(selectors.history_load(**self._window_arguments()))
-        return _from_rows(selectors.messages_in_order(user=self.user, conversation_id=self.conversation_id))
+        return _from_rows(selectors.message_contents(user=self.user, conversation_id=self.conversation_id))
 
     @messages.setter
     @_returns_its_connection
@@ -117,7 +117,7 @@ class ConversationChatMessageHistory(BaseChatMessageHistory):
     async def aget_messages(self) -> list[BaseMessage]:
         if self._windowed:
             return _from_window(await selectors.ahistory_load(**self._window_arguments()))
-        rows = await selectors.amessages_in_order(user=self.user, conversation_id=self.conversation_id)
+        rows = await selectors.amessage_contents(user=self.user, conversation_id=self.conversation_id)
         return _from_rows(rows)
 
     @_returns_its_connection
@@ -312,7 +312,7 @@ def _validated_results(results: list[Body]) -> list[Body]:
     return validated
 
 
-def _from_rows(rows: Iterable[Message]) -> list[BaseMessage]:
+def _from_rows(rows: Iterable[selectors.MessageContent]) -> list[BaseMessage]:
     return [
         langchain_message
         for row in rows
@@ -322,7 +322,7 @@ def _from_rows(rows: Iterable[Message]) -> list[BaseMessage]:
                 content=row.content,
                 tool_calls=row.tool_calls,
                 tool_results=row.tool_results,
-                token_count=row.token_count,
+                token_count=0,
             )
         )
     ]

@@ -62,7 +62,6 @@ from agents.memory.session_settings import coerce_session_settings, resolve_sess
 from asgiref.sync import sync_to_async
 
 from accounts.models import User
-from core import audit
 from core.rls import user_scope
 
 from .. import selectors, services, sizes
@@ -168,23 +167,15 @@ async def _settled(write: Awaitable[T]) -> T:
         raise cancelled from None
 
 
-@audit.audited("message.list")
 def items_read(*, user: User, conversation_id: uuid.UUID | str, limit: int | None) -> list[Item]:
     """The conversation's latest ``limit`` items (None: all), oldest first."""
     if limit is not None and limit < 0:
         raise ValueError("limit must be at least 0, or None for every item")
-    with user_scope(user):
-        messages = selectors.message_list(user=user, conversation_id=conversation_id)
-        if limit is not None:
-            # Every message gives at least one item, so the newest ``limit`` messages hold the
-            # newest ``limit`` items.
-            messages = messages.order_by("-seq")[:limit]
-        rows = list(messages)
-        selectors.ensure_conversation(user=user, conversation_id=conversation_id, found_rows=bool(rows))
-    if limit is None:
-        return [part.item for row in rows for part in _parts(row)]
-    items = [part.item for row in reversed(rows) for part in _parts(row)]
-    return items[max(len(items) - limit, 0) :]
+    # Every message gives at least one item, so the newest ``limit`` messages hold the newest
+    # ``limit`` items.
+    rows = selectors.message_contents(user=user, conversation_id=conversation_id, newest=limit)
+    items = [part.item for row in rows for part in _parts(row)]
+    return items if limit is None else items[max(len(items) - limit, 0) :]
 
 
 def items_add(*, user: User, conversation_id: uuid.UUID | str, items: Sequence[Mapping[str, Any]]) -> None:
@@ -250,7 +241,7 @@ class _Part:
     item: Item
 
 
-def _parts(message: Message) -> list[_Part]:
+def _parts(message: Message | selectors.MessageContent) -> list[_Part]:
     """The message's items in order: its text, its calls, their results in call order. A
     message written through the REST API (no shapes) has the ``responses`` format's items,
     and its text item whenever it has content, so that no message gives none."""

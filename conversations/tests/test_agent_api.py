@@ -145,3 +145,41 @@ def test_the_version_moves_with_every_change_and_is_the_owners_alone(user, other
     assert len(set(versions)) == len(versions)
     with pytest.raises(Conversation.DoesNotExist):
         selectors.conversation_version(user=other_user, conversation_id=conversation.pk)
+
+
+@pytest.mark.django_db
+def test_message_contents_reads_what_messages_say_newest_last(user, other_user):
+    conversation = services.conversation_create(user=user)
+    theirs = services.conversation_create(user=other_user)
+    services.message_append(user=other_user, conversation_id=theirs.pk, role="user", content="Not yours")
+    call = services.message_append(
+        user=user, conversation_id=conversation.pk, role="assistant", content=None, tool_calls=[TOOL_CALL]
+    )
+    services.tool_results_record(
+        user=user,
+        conversation_id=conversation.pk,
+        message_id=call.pk,
+        tool_results=[{"tool_call_id": "call_1", "content": "found"}],
+    )
+    for text in ("one", "two", "three"):
+        services.message_append(user=user, conversation_id=conversation.pk, role="user", content=text)
+
+    every = selectors.message_contents(user=user, conversation_id=conversation.pk)
+    newest = selectors.message_contents(user=user, conversation_id=conversation.pk, newest=2)
+
+    assert every[0] == selectors.MessageContent(
+        role="assistant",
+        content=None,
+        tool_calls=[TOOL_CALL],
+        tool_results=[{"tool_call_id": "call_1", "content": "found", "is_error": False}],
+        item_shapes=None,
+    )
+    assert [m.content for m in every] == [None, "one", "two", "three"]
+    assert [m.content for m in newest] == ["two", "three"]
+    assert (
+        selectors.message_contents(user=user, conversation_id=services.conversation_create(user=user).pk)
+        == []
+    )
+    for newest_n in (None, 0, 5):
+        with pytest.raises(Conversation.DoesNotExist):
+            selectors.message_contents(user=user, conversation_id=theirs.pk, newest=newest_n)
