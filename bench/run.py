@@ -133,6 +133,7 @@ def server_environment(database_url: str) -> dict[str, str]:
         "API_THROTTLE_USER": "none",
         "API_THROTTLE_ANON": "none",
         "API_THROTTLE_LOGIN": "none",
+        "API_THROTTLE_EXPORT": "none",
     }
 
 

@@ -2,27 +2,33 @@
 
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
 
 from django.db import transaction
 from django.db.models import F, QuerySet
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, StreamingHttpResponse
 from django.http.response import HttpResponseBase
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from accounts.models import User
 from core import rls
 from core.audit import api_request
+from core.throttling import ExportRateThrottle
 
-from . import audit, conditional, history_formats, selectors, services
+from . import audit, conditional, history_formats, portability, selectors, services
 from . import tool_results as tool_results_rules
 from .filters import ConversationFilter, MessageFilter
 from .models import Conversation, Message
@@ -483,3 +489,77 @@ class MessageViewSet(mixins.RetrieveModelMixin, OwnedViewSet):
             rule = f"1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters, no NUL"
             raise ValidationError({"detail": f"{IDEMPOTENCY_KEY_HEADER} must be {rule}."})
         return key
+
+
+# The export's media types, and the extension of its attachment's name.
+EXPORT_CONTENT_TYPES = {"jsonl": "application/x-ndjson", "markdown": "text/markdown; charset=utf-8"}
+EXPORT_EXTENSIONS = {"jsonl": "jsonl", "markdown": "md"}
+EXPORT_DESCRIPTIONS = {
+    "jsonl": "JSON Lines, as `export_conversations` writes them: a conversation object per line, "
+    "followed by its messages in append order; `import_conversations` reads them back.",
+    "markdown": "A transcript for reading.",
+}
+
+
+class ErrorsInJson(BaseContentNegotiation):
+    """The export's answer has its own content type whatever ``Accept`` asks for (no 406 for
+    ``Accept: text/markdown``), and its errors are JSON, as every error under /api/."""
+
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
+        return next(iter(parsers), None)
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
+
+
+@extend_schema(
+    summary="Download all your conversations and messages",
+    description="Streamed as an attachment: "
+    + " ".join(f"`{name}`: {text}" for name, text in EXPORT_DESCRIPTIONS.items())
+    + " Throttled per user by `API_THROTTLE_EXPORT`.",
+    parameters=[
+        OpenApiParameter(
+            "format",
+            OpenApiTypes.STR,
+            enum=list(portability.EXPORT_FORMATS),
+            description="jsonl (default) or markdown.",
+        ),
+        OpenApiParameter(
+            "Content-Disposition",
+            OpenApiTypes.STR,
+            OpenApiParameter.HEADER,
+            response=[200],
+            description='attachment; filename="conversations-<date>.jsonl" (or .md).',
+        ),
+    ],
+    responses={
+        (200, EXPORT_CONTENT_TYPES[name].split(";")[0]): OpenApiResponse(
+            response=OpenApiTypes.STR, description=text
+        )
+        for name, text in EXPORT_DESCRIPTIONS.items()
+    },
+)
+class ExportView(APIView):
+    """All of the caller's conversations and messages, streamed from the code of the
+    ``export_conversations`` command (``portability.export_chunks``), which holds its own
+    snapshot and user scope while the answer is sent and writes the export's audit line."""
+
+    http_method_names = ["get", "options"]
+    throttle_classes = [*APIView.throttle_classes, ExportRateThrottle]
+    content_negotiation_class = ErrorsInJson
+
+    def get(self, request: Request) -> StreamingHttpResponse:
+        output_format = parse_choice(request.query_params, "format", list(portability.EXPORT_FORMATS))
+        user = request.user
+        assert isinstance(user, User)  # noqa: S101 (IsAuthenticated ran first)
+        chunks = portability.export_chunks(
+            user=user, output_format=output_format, request_id=getattr(request, "request_id", None)
+        )
+        response = StreamingHttpResponse(chunks, content_type=EXPORT_CONTENT_TYPES[output_format])
+        filename = f"conversations-{timezone.now():%Y-%m-%d}.{EXPORT_EXTENSIONS[output_format]}"
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        response["Cache-Control"] = "private, no-store"
+        return response
