@@ -8,6 +8,7 @@ snapshot and its own user scope, held by the streamed body after the view has re
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from http import HTTPStatus
 from io import StringIO
 
@@ -30,9 +31,13 @@ pytestmark = pytest.mark.django_db
 EXPORT_URL = reverse("export")
 
 
-def body_of(response) -> bytes:
+def streamed(response) -> Iterator[bytes]:
     assert response.streaming, "the export must be a streamed answer"
-    return b"".join(response.streaming_content)
+    return iter(response.streaming_content)
+
+
+def body_of(response) -> bytes:
+    return b"".join(streamed(response))
 
 
 def rest_export(user, output_format: str | None = None) -> bytes:
@@ -205,7 +210,7 @@ def test_the_answer_starts_before_the_export_is_read(user, audit_lines, monkeypa
     load(user, conversations=10, messages_each=100)  # 1,000 messages of 200 characters
 
     response = client_for(user).get(EXPORT_URL)
-    chunks = iter(response.streaming_content)
+    chunks = streamed(response)
     first = next(chunks)
 
     # Nothing more than a chunk has been rendered, and the export is still under way.
@@ -228,7 +233,7 @@ def test_a_client_that_goes_away_ends_the_snapshot_and_is_audited(user, audit_li
     load(user, conversations=10, messages_each=100)
 
     response = client_for(user).get(EXPORT_URL, HTTP_X_REQUEST_ID="export-1")
-    next(iter(response.streaming_content))
+    next(streamed(response))
     response.close()  # what the WSGI server does when the client disconnects
 
     assert not connection.in_atomic_block
