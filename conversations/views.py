@@ -494,11 +494,14 @@ class MessageViewSet(mixins.RetrieveModelMixin, OwnedViewSet):
 # The export's media types, and the extension of its attachment's name.
 EXPORT_CONTENT_TYPES = {"jsonl": "application/x-ndjson", "markdown": "text/markdown; charset=utf-8"}
 EXPORT_EXTENSIONS = {"jsonl": "jsonl", "markdown": "md"}
-EXPORT_DESCRIPTIONS = {
-    "jsonl": "JSON Lines, as `export_conversations` writes them: a conversation object per line, "
-    "followed by its messages in append order; `import_conversations` reads them back.",
-    "markdown": "A transcript for reading.",
-}
+EXPORT_DESCRIPTION = (
+    "All of your conversations, each followed by its messages in append order, streamed as an "
+    "attachment. `format=jsonl` (default, `application/x-ndjson`): the JSON Lines that the "
+    "`export_conversations` command writes, one conversation object per line followed by its "
+    "messages (tool calls and results included), which `import_conversations` reads back. "
+    "`format=markdown` (`text/markdown`): a transcript for reading. Throttled per user "
+    "(`API_THROTTLE_EXPORT`)."
+)
 
 
 class ErrorsInJson(BaseContentNegotiation):
@@ -515,33 +518,35 @@ class ErrorsInJson(BaseContentNegotiation):
         return renderer, renderer.media_type
 
 
-@extend_schema(
+EXPORT_SCHEMA = extend_schema(
     summary="Download all your conversations and messages",
-    description="Streamed as an attachment: "
-    + " ".join(f"`{name}`: {text}" for name, text in EXPORT_DESCRIPTIONS.items())
-    + " Throttled per user by `API_THROTTLE_EXPORT`.",
+    description=EXPORT_DESCRIPTION,
+    operation_id="export_download",
     parameters=[
         OpenApiParameter(
             "format",
             OpenApiTypes.STR,
             enum=list(portability.EXPORT_FORMATS),
-            description="jsonl (default) or markdown.",
+            description="jsonl (default): JSON Lines; markdown: a transcript. Anything else is a 400.",
         ),
         OpenApiParameter(
             "Content-Disposition",
             OpenApiTypes.STR,
             OpenApiParameter.HEADER,
             response=[200],
-            description='attachment; filename="conversations-<date>.jsonl" (or .md).',
+            description='attachment; filename="conversations-<date>.jsonl" (.md for markdown).',
         ),
     ],
     responses={
-        (200, EXPORT_CONTENT_TYPES[name].split(";")[0]): OpenApiResponse(
-            response=OpenApiTypes.STR, description=text
+        (200, content_type.split(";")[0]): OpenApiResponse(
+            response=OpenApiTypes.STR,
+            description="The export, streamed: application/x-ndjson for jsonl, text/markdown for markdown.",
         )
-        for name, text in EXPORT_DESCRIPTIONS.items()
+        for content_type in EXPORT_CONTENT_TYPES.values()
     },
 )
+
+
 class ExportView(APIView):
     """All of the caller's conversations and messages, streamed from the code of the
     ``export_conversations`` command (``portability.export_chunks``), which holds its own
@@ -551,6 +556,7 @@ class ExportView(APIView):
     throttle_classes = [*APIView.throttle_classes, ExportRateThrottle]
     content_negotiation_class = ErrorsInJson
 
+    @EXPORT_SCHEMA
     def get(self, request: Request) -> StreamingHttpResponse:
         output_format = parse_choice(request.query_params, "format", list(portability.EXPORT_FORMATS))
         user = request.user
