@@ -2,10 +2,12 @@
 
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
 
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.http import Http404, HttpRequest, StreamingHttpResponse
@@ -504,6 +506,29 @@ EXPORT_DESCRIPTION = (
 )
 
 
+class AsgiChunks:
+    """A generator of chunks handed to an ASGI server one chunk at a time: given a synchronous
+    iterator, Django under ASGI reads it whole before sending anything. Each step runs on the
+    request's own thread (``thread_sensitive``), where its connection and the generator's
+    transaction are; ``close``, which Django calls there too when the answer ends or the
+    client goes away, closes the generator (its snapshot is rolled back) before the request's
+    end hands the connection back to the pool."""
+
+    def __init__(self, chunks: Generator[str]) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        pull = sync_to_async(self._next, thread_sensitive=True)
+        while (chunk := await pull()) is not None:
+            yield chunk
+
+    def _next(self) -> str | None:
+        return next(self.chunks, None)
+
+    def close(self) -> None:
+        self.chunks.close()
+
+
 class ErrorsInJson(BaseContentNegotiation):
     """The export's answer has its own content type whatever ``Accept`` asks for (no 406 for
     ``Accept: text/markdown``), and its errors are JSON, as every error under /api/."""
@@ -564,7 +589,8 @@ class ExportView(APIView):
         chunks = portability.export_chunks(
             user=user, output_format=output_format, request_id=getattr(request, "request_id", None)
         )
-        response = StreamingHttpResponse(chunks, content_type=EXPORT_CONTENT_TYPES[output_format])
+        streamed = AsgiChunks(chunks) if isinstance(request._request, ASGIRequest) else chunks
+        response = StreamingHttpResponse(streamed, content_type=EXPORT_CONTENT_TYPES[output_format])
         filename = f"conversations-{timezone.now():%Y-%m-%d}.{EXPORT_EXTENSIONS[output_format]}"
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         response["Cache-Control"] = "private, no-store"

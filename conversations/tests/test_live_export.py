@@ -31,11 +31,14 @@ POOL_MAX_SIZE = 3
 SETTLE_SECONDS = 15
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("live_export")
+@pytest.fixture(scope="module", params=["gthread", "uvicorn"])
+def served(request, tmp_path_factory):
+    """One worker: the deployment's gthread (config.wsgi), or uvicorn's (config.asgi), under
+    which the view hands Django an asynchronous iterator (a synchronous one is read whole)."""
+    workdir = tmp_path_factory.mktemp(f"live_export_{request.param}")
     pool = {"DATABASE_POOL_MIN_SIZE": "1", "DATABASE_POOL_MAX_SIZE": str(POOL_MAX_SIZE)}
-    with gunicorn_on_own_database(workdir, workers=1, threads=4, extra_env=pool) as served:
+    asgi = request.param == "uvicorn"
+    with gunicorn_on_own_database(workdir, workers=1, threads=4, asgi=asgi, extra_env=pool) as served:
         yield served
 
 
