@@ -84,6 +84,7 @@ ENDPOINTS = {
     "clear messages": Endpoint("delete", "conversation-message-list", ("conversation",)),
     "history": Endpoint("get", "conversation-history", ("conversation",)),
     "me": Endpoint("get", "auth-me"),
+    "export": Endpoint("get", "export"),
 }
 WITH_IDS = [name for name, endpoint in ENDPOINTS.items() if endpoint.ids]
 
@@ -105,6 +106,8 @@ OTHER_METHODS = [
     ("post", Endpoint("post", "conversation-history", ("conversation",), body={})),
     ("delete", Endpoint("delete", "conversation-history", ("conversation",))),
     ("delete", Endpoint("delete", "auth-me")),
+    ("post", Endpoint("post", "export", body={})),
+    ("delete", Endpoint("delete", "export")),
 ]
 
 
