@@ -2,7 +2,7 @@
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Generator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
 
@@ -506,27 +506,41 @@ EXPORT_DESCRIPTION = (
 )
 
 
-class AsgiChunks:
-    """A generator of chunks handed to an ASGI server one chunk at a time: given a synchronous
-    iterator, Django under ASGI reads it whole before sending anything. Each step runs on the
-    request's own thread (``thread_sensitive``), where its connection and the generator's
-    transaction are; ``close``, which Django calls there too when the answer ends or the
-    client goes away, closes the generator (its snapshot is rolled back) before the request's
-    end hands the connection back to the pool."""
+class ExportBody:
+    """The export's generator as a streamed answer's body, started in the view: the snapshot,
+    the totals and the first rows are read while the view runs, so that a database that
+    cannot be reached is the usual 503, not a 200 cut short. ``close``, which Django calls
+    when the answer ends or the client goes away, closes the generator (its snapshot is
+    rolled back) before the request's end hands the connection back to the pool."""
 
     def __init__(self, chunks: Generator[str]) -> None:
         self.chunks = chunks
+        self.first = next(chunks, None)
 
-    async def __aiter__(self) -> AsyncIterator[str]:
-        pull = sync_to_async(self._next, thread_sensitive=True)
-        while (chunk := await pull()) is not None:
-            yield chunk
-
-    def _next(self) -> str | None:
-        return next(self.chunks, None)
+    def next_chunk(self) -> str | None:
+        chunk, self.first = self.first, None
+        return chunk if chunk is not None else next(self.chunks, None)
 
     def close(self) -> None:
         self.chunks.close()
+
+
+class WsgiExportBody(ExportBody):
+    def __iter__(self) -> Iterator[str]:
+        while (chunk := self.next_chunk()) is not None:
+            yield chunk
+
+
+class AsgiExportBody(ExportBody):
+    """Under ASGI Django reads a synchronous iterator whole before sending a byte: an
+    asynchronous one whose every step runs on the request's own thread (``thread_sensitive``),
+    where its connection and the generator's transaction are; Django calls ``close`` there
+    too."""
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        pull = sync_to_async(self.next_chunk, thread_sensitive=True)
+        while (chunk := await pull()) is not None:
+            yield chunk
 
 
 class ErrorsInJson(BaseContentNegotiation):
@@ -589,8 +603,8 @@ class ExportView(APIView):
         chunks = portability.export_chunks(
             user=user, output_format=output_format, request_id=getattr(request, "request_id", None)
         )
-        streamed = AsgiChunks(chunks) if isinstance(request._request, ASGIRequest) else chunks
-        response = StreamingHttpResponse(streamed, content_type=EXPORT_CONTENT_TYPES[output_format])
+        body_class = AsgiExportBody if isinstance(request._request, ASGIRequest) else WsgiExportBody
+        response = StreamingHttpResponse(body_class(chunks), content_type=EXPORT_CONTENT_TYPES[output_format])
         filename = f"conversations-{timezone.now():%Y-%m-%d}.{EXPORT_EXTENSIONS[output_format]}"
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         response["Cache-Control"] = "private, no-store"

@@ -14,7 +14,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import OperationalError, connection
 from django.urls import reverse
 from rest_framework.throttling import SimpleRateThrottle
 
@@ -49,11 +49,16 @@ def rest_export(user, output_format: str | None = None) -> bytes:
 
 @pytest.fixture
 def audit_lines():
-    """The audit logger's JSON lines written during the test."""
+    """The export's audit lines written during the test."""
     stream = StringIO()
     handlers = logging.getLogger(audit.AUDIT_LOGGER).handlers
     previous = [handler.setStream(stream) for handler in handlers]  # type: ignore[attr-defined]
-    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+
+    def export_lines() -> list[dict]:
+        lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+        return [line for line in lines if line.get("action") == "conversation.export"]
+
+    yield export_lines
     for handler, old in zip(handlers, previous, strict=True):
         handler.setStream(old)  # type: ignore[attr-defined]
 
@@ -294,3 +299,23 @@ def test_staff_get_only_their_own_data(other_user):
     MessageFactory.create(conversation=ConversationFactory.create(user=other_user), content="not staff's")
 
     assert rest_export(staff) == b""
+
+
+def test_a_database_that_fails_before_the_first_bytes_is_a_503_not_a_200_cut_short(
+    auth_client, user, audit_lines, monkeypatch
+):
+    # The failure psycopg raises when the server goes away between two statements.
+    def server_gone(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+        yield  # a generator, as export_records is
+
+    MessageFactory.create(conversation=ConversationFactory.create(user=user))
+    monkeypatch.setattr(portability, "export_records", server_gone)
+
+    response = auth_client.get(EXPORT_URL)
+
+    assert response.status_code == HTTPStatus.SERVICE_UNAVAILABLE
+    assert "Retry-After" in response
+    assert "detail" in response.json()
+    (line,) = audit_lines()
+    assert (line["action"], line["outcome"]) == ("conversation.export", "error")
