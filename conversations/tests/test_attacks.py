@@ -165,8 +165,13 @@ def send(
     url += f"?{query}" if query else ""
     data = endpoint.body if body is None else body
     if data is None:
-        return client.generic(endpoint.method.upper(), url)
-    return client.generic(endpoint.method.upper(), url, json.dumps(data), content_type="application/json")
+        response = client.generic(endpoint.method.upper(), url)
+    else:
+        body_text = json.dumps(data)
+        response = client.generic(endpoint.method.upper(), url, body_text, content_type="application/json")
+    if response.streaming:  # the export: read to its end, which ends its snapshot and scope
+        b"".join(response.streaming_content)
+    return response
 
 
 def send_to_victim(client: APIClient, endpoint: Endpoint, world: World, **kwargs: Any):
