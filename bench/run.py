@@ -16,7 +16,8 @@ Runs inside ``scripts/with-postgres`` (a throwaway PostgreSQL 15 and its ``DATAB
    migration 0006 (3c, their cost), the workers' memory over 100,000 requests (7), uvicorn
    workers against gthread workers, each hand-written data statement against its ORM
    twin (9), an agent's turn of four messages as one batch against four appends (10a, 10b),
-   and the history page with ``max_tokens`` and in each format (10c, 10d);
+   and the history page with ``max_tokens`` and in each format (10c, 10d), and one worker's
+   memory while it streams the export of the user with the 100,000-message conversation (12d);
 4. prints one table, writes ``bench/results/results.json`` and ``bench/results/latency.png``.
 
 Figures are ratios within one run: the machine is shared and noisy. wrk (and hey for the
@@ -133,6 +134,7 @@ def server_environment(database_url: str) -> dict[str, str]:
         "API_THROTTLE_USER": "none",
         "API_THROTTLE_ANON": "none",
         "API_THROTTLE_LOGIN": "none",
+        "API_THROTTLE_EXPORT": "none",
     }
 
 
@@ -663,12 +665,45 @@ class Bench:
                     }
                 ),
             }
+        with self.step("export: one worker's memory over a whole user's export"):
+            self.export_memory(owner)
         with self.step("delete a large conversation"):
             from bench import inprocess
 
             self.figures["delete"] = inprocess.delete_conversation(
                 user=owner, conversation_id=big.id, messages=big.length
             )
+
+    def export_memory(self, owner: Any) -> None:
+        """Row 12d: a gunicorn of one worker (so the worker measured is the one serving) on
+        the main database streams the export of the user who holds the delete target's
+        conversation (in the full run 100,000 messages, plus their share of the rest). The
+        figure is that worker's peak resident set (VmHWM, reset after a warm-up export of
+        another user) over its resident set before."""
+        from bench import server
+
+        threads = int(os.environ.get("BENCH_THREADS", "4"))
+        srv = server.start("gthread", env=self.env, workers=1, threads=threads, log_dir=TMP_DIR)
+        try:
+            (pid,) = srv.worker_pids()
+            status, _, _ = http(f"{srv.url}/api/v1/export/", token=self.tokens[str(self.users[0].pk)])
+            if status != 200:
+                raise RuntimeError(f"the warm-up export answered {status}")
+            before = proc_status_kib(pid, "VmRSS")
+            Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM starts over from VmRSS
+            streamed = stream_export(f"{srv.url}/api/v1/export/", token=self.tokens[str(owner.pk)])
+            peak = proc_status_kib(pid, "VmHWM")
+            after = proc_status_kib(pid, "VmRSS")
+        finally:
+            srv.stop()
+        figures = {**streamed, "rss_before_kib": before, "peak_kib": peak, "rss_after_kib": after}
+        figures["growth_kib"] = peak - before
+        progress(
+            f"bench:   export of {streamed['messages']:,} messages ({streamed['bytes'] / 2**20:.0f} MiB in "
+            f"{streamed['seconds']:.1f} s): worker RSS {before / 1024:.1f} MiB, "
+            f"peak +{(peak - before) / 1024:.1f} MiB"
+        )
+        self.figures["export"] = figures
 
     def appends(self) -> None:
         result = self.throughput(
@@ -818,6 +853,42 @@ class Bench:
         with self.step("uvicorn workers"):
             self.uvicorn()
         self.figures["seconds_total"] = time.perf_counter() - self.started
+
+
+def proc_status_kib(pid: int, field: str) -> int:
+    """A field of /proc/<pid>/status in KiB: VmRSS (resident now) or VmHWM (peak)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
+def stream_export(url: str, *, token: str) -> dict[str, Any]:
+    """GET the JSONL export at ``url``, read as it comes and dropped: its size, its lines by
+    type, its time and the time to its first bytes."""
+    request = urllib.request.Request(url)  # noqa: S310
+    request.add_header("Authorization", f"Bearer {token}")
+    started = time.perf_counter()
+    first = None
+    size = conversations = messages = 0
+    rest = b""
+    with urllib.request.urlopen(request, timeout=600) as answer:  # noqa: S310
+        while chunk := answer.read(64 * 1024):
+            first = first if first is not None else time.perf_counter() - started
+            size += len(chunk)
+            *lines, rest = (rest + chunk).split(b"\n")
+            for line in lines:
+                if line.startswith(b'{"type":"message"'):
+                    messages += 1
+                elif line.startswith(b'{"type":"conversation"'):
+                    conversations += 1
+    return {
+        "bytes": size,
+        "conversations": conversations,
+        "messages": messages,
+        "seconds": time.perf_counter() - started,
+        "first_bytes_seconds": first,
+    }
 
 
 @contextlib.contextmanager
@@ -1135,7 +1206,35 @@ def target_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
     rows.extend(statement_rows(figures))
     rows.extend(agent_history_rows(figures))
     rows.extend(adapter_rows(figures))
+    rows.extend(export_rows(figures))
     return rows
+
+
+# Row 12d's goal: the issue's "exporting 100,000 messages does not grow the worker's RSS by
+# more than 20 MiB".
+EXPORT_GROWTH_GOAL_KIB = 20 * 1024
+
+
+def export_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """Row 12d: the peak RSS growth of the worker that streams a whole user's export."""
+    export = _get(figures, "export")
+    figure = None
+    if export and export["first_bytes_seconds"] is not None:
+        figure = (
+            f"+{export['growth_kib'] / 1024:.1f} MiB peak (VmHWM) "
+            f"over {export['rss_before_kib'] / 1024:.1f} MiB, one worker, {export['messages']:,} msgs "
+            f"({export['bytes'] / 2**20:.0f} MiB in "
+            f"{export['seconds']:.1f} s, first bytes at {export['first_bytes_seconds']:.2f} s)"
+        )
+    met = bool(figure) and export["growth_kib"] <= EXPORT_GROWTH_GOAL_KIB
+    return [
+        {
+            "name": "12d export memory: RSS growth over 100,000 messages",
+            "figure": figure,
+            "target": "<= 20 MiB",
+            "met": met,
+        }
+    ]
 
 
 def agent_history_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:

@@ -22,9 +22,10 @@ conversation).
 """
 
 import json
+import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -35,6 +36,7 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 from accounts.models import User
+from core import audit
 from core.rls import user_scope
 
 from . import tokens
@@ -44,6 +46,8 @@ from .serializers import ConversationCreateSerializer, MessageCreateSerializer
 
 # Rows fetched per round trip while streaming: memory stays bounded by this, not the history.
 EXPORT_CHUNK_SIZE = 500
+# Characters of text gathered before a chunk is handed on (written, or sent by the REST export).
+EXPORT_FLUSH_CHARS = 64 * 1024
 # Messages inserted per statement on import.
 IMPORT_BATCH_SIZE = 500
 # Errors kept for the report; the rest are only counted.
@@ -139,6 +143,70 @@ def _timestamps(row: Record, *names: str) -> Record:
     return {name: format_timestamp(row[name]) for name in names}
 
 
+def export_chunks(
+    *,
+    user: User,
+    output_format: str,
+    progress: ExportProgress | None = None,
+    on_progress: Callable[[ExportProgress], None] | None = None,
+    progress_every: int = 1000,
+    request_id: str | None = None,
+) -> Generator[str]:
+    """All of ``user``'s conversations as ``jsonl`` or ``markdown`` text, in chunks of about
+    ``EXPORT_FLUSH_CHARS``: what the command writes and the REST export streams.
+
+    The generator holds its own snapshot and user scope while it runs, not its caller's: a
+    streamed answer runs it after the view has returned. Closing it early (a client that went
+    away) rolls the snapshot's transaction back there and then. It writes one audit line,
+    ``conversation.export``, with the counts so far and the outcome: ``ok``, ``aborted``
+    (closed early) or ``error``. ``progress`` (when given) is kept up to date;
+    ``on_progress`` is called every ``progress_every`` messages and once at the end.
+    """
+    render = EXPORT_FORMATS[output_format](user)
+    progress = progress if progress is not None else ExportProgress()
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        with _snapshot(), user_scope(user):
+            totals = conversation_list(user=user).aggregate(count=Count("id"), messages=Sum("message_count"))
+            progress.total_conversations = totals["count"]
+            progress.total_messages = totals["messages"] or 0
+            buffer = [render.start(progress)]
+            size = len(buffer[0])
+            for record in export_records(user=user):
+                text = render(record)
+                buffer.append(text)
+                size += len(text)
+                if record["type"] == "conversation":
+                    progress.conversations += 1
+                else:
+                    progress.messages += 1
+                    if on_progress and progress.messages % progress_every == 0:
+                        on_progress(progress)
+                if size >= EXPORT_FLUSH_CHARS:
+                    yield "".join(buffer)
+                    buffer, size = [], 0
+            if size:
+                yield "".join(buffer)
+        outcome = "ok"
+    except GeneratorExit:
+        outcome = "aborted"
+        raise
+    finally:
+        audit.record(
+            "conversation.export",
+            user_id=user.pk,
+            outcome=outcome,
+            request_id=request_id,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            format=output_format,
+            conversations=progress.conversations,
+            messages=progress.messages,
+        )
+    if on_progress and (progress.messages % progress_every or not progress.messages):
+        on_progress(progress)  # the final count, unless it was just reported
+
+
 def conversations_export(
     *,
     user: User,
@@ -147,38 +215,33 @@ def conversations_export(
     on_progress: Callable[[ExportProgress], None] | None = None,
     progress_every: int = 1000,
 ) -> ExportProgress:
-    """Write all of ``user``'s conversations to ``out`` as ``jsonl`` or ``markdown``, streaming
-    from the database in its own user scope; ``on_progress`` is called every
-    ``progress_every`` messages and once at the end."""
-    write_record = EXPORT_FORMATS[output_format](out, user)
+    """Write all of ``user``'s conversations to ``out`` as ``jsonl`` or ``markdown``
+    (``export_chunks``, which streams from the database in its own user scope)."""
     progress = ExportProgress()
-    with _snapshot(), user_scope(user):
-        totals = conversation_list(user=user).aggregate(count=Count("id"), messages=Sum("message_count"))
-        progress.total_conversations = totals["count"]
-        progress.total_messages = totals["messages"] or 0
-        write_record.start(progress)
-        for record in export_records(user=user):
-            write_record(record)
-            if record["type"] == "conversation":
-                progress.conversations += 1
-            else:
-                progress.messages += 1
-                if on_progress and progress.messages % progress_every == 0:
-                    on_progress(progress)
-    if on_progress and (progress.messages % progress_every or not progress.messages):
-        on_progress(progress)  # the final count, unless it was just reported
+    chunks = export_chunks(
+        user=user,
+        output_format=output_format,
+        progress=progress,
+        on_progress=on_progress,
+        progress_every=progress_every,
+    )
+    with closing(chunks):  # a write that fails (a closed pipe) ends the snapshot at once
+        for chunk in chunks:
+            out.write(chunk)
     return progress
 
 
 class _Writer:
-    def __init__(self, out: Writable, user: User) -> None:
-        self.out = out
+    """Renders records as text (``EXPORT_FORMATS``)."""
+
+    def __init__(self, user: User) -> None:
         self.user = user
 
-    def start(self, progress: ExportProgress) -> None:
-        """Called once, before the first record."""
+    def start(self, progress: ExportProgress) -> str:
+        """The text before the first record."""
+        return ""
 
-    def __call__(self, record: Record) -> None:
+    def __call__(self, record: Record) -> str:
         raise NotImplementedError
 
 
@@ -188,48 +251,48 @@ _LINE_BREAKS_ESCAPED = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\
 
 
 class _JsonLinesWriter(_Writer):
-    def __call__(self, record: Record) -> None:
+    def __call__(self, record: Record) -> str:
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
-        self.out.write(line.translate(_LINE_BREAKS_ESCAPED) + "\n")
+        return line.translate(_LINE_BREAKS_ESCAPED) + "\n"
 
 
 class _MarkdownWriter(_Writer):
     """A transcript for people: one section per conversation, one subsection per turn, the
     content quoted so that Markdown inside a message cannot break the document's outline."""
 
-    def start(self, progress: ExportProgress) -> None:
-        self.out.write(
+    def start(self, progress: ExportProgress) -> str:
+        return (
             f"# Conversations of {self.user.get_username()}\n\n"
             f"{progress.total_conversations} conversations, {progress.total_messages} messages.\n"
         )
 
-    def __call__(self, record: Record) -> None:
+    def __call__(self, record: Record) -> str:
         if record["type"] == "conversation":
             title = " ".join((record["title"] or "Untitled conversation").split())
-            self.out.write(
+            return (
                 f"\n---\n\n## {title}\n\n"
                 f"Conversation `{record['id']}`, created {record['created_at']}, "
                 f"last active {record['updated_at']}, {record['message_count']} messages.\n"
             )
-            return
-        self.out.write(f"\n### {record['seq']}. {record['role']}, {record['created_at']}\n\n")
+        parts = [f"\n### {record['seq']}. {record['role']}, {record['created_at']}\n\n"]
         content = record["content"]
         if content is None:
-            self.out.write("_(no text)_\n")
+            parts.append("_(no text)_\n")
         elif content == "":
-            self.out.write("_(empty)_\n")
+            parts.append("_(empty)_\n")
         else:
-            self.out.write("".join((f"> {line}" if line else ">") + "\n" for line in content.split("\n")))
+            parts.append("".join((f"> {line}" if line else ">") + "\n" for line in content.split("\n")))
         for call in record["tool_calls"] or []:
-            self.out.write(
+            parts.append(
                 f"\nTool call `{call['function']['name']}` (id `{call['id']}`):\n\n"
                 + _fenced(call["function"]["arguments"])
             )
         for result in record["tool_results"] or []:
             error = ", an error" if result["is_error"] else ""
-            self.out.write(
+            parts.append(
                 f"\nTool result of `{result['tool_call_id']}`{error}:\n\n" + _fenced(result["content"])
             )
+        return "".join(parts)
 
 
 EXPORT_FORMATS: dict[str, type[_Writer]] = {"jsonl": _JsonLinesWriter, "markdown": _MarkdownWriter}

@@ -1,6 +1,7 @@
+from django.urls import path
 from rest_framework.routers import DefaultRouter, Route
 
-from .views import ConversationViewSet, MessageViewSet
+from .views import ConversationViewSet, ExportView, MessageViewSet
 
 
 class Router(DefaultRouter):
@@ -24,4 +25,4 @@ router.register(
     basename="conversation-message",
 )
 
-urlpatterns = router.urls
+urlpatterns = [*router.urls, path("export/", ExportView.as_view(), name="export")]

@@ -2,27 +2,35 @@
 
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
 
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
 from django.db import transaction
 from django.db.models import F, QuerySet
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, StreamingHttpResponse
 from django.http.response import HttpResponseBase
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from accounts.models import User
 from core import rls
 from core.audit import api_request
+from core.throttling import ExportRateThrottle
 
-from . import audit, conditional, history_formats, selectors, services
+from . import audit, conditional, history_formats, portability, selectors, services
 from . import tool_results as tool_results_rules
 from .filters import ConversationFilter, MessageFilter
 from .models import Conversation, Message
@@ -483,3 +491,121 @@ class MessageViewSet(mixins.RetrieveModelMixin, OwnedViewSet):
             rule = f"1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters, no NUL"
             raise ValidationError({"detail": f"{IDEMPOTENCY_KEY_HEADER} must be {rule}."})
         return key
+
+
+# The export's media types, and the extension of its attachment's name.
+EXPORT_CONTENT_TYPES = {"jsonl": "application/x-ndjson", "markdown": "text/markdown; charset=utf-8"}
+EXPORT_EXTENSIONS = {"jsonl": "jsonl", "markdown": "md"}
+EXPORT_DESCRIPTION = (
+    "All of your conversations, each followed by its messages in append order, streamed as an "
+    "attachment. `format=jsonl` (default, `application/x-ndjson`): the JSON Lines that the "
+    "`export_conversations` command writes, one conversation object per line followed by its "
+    "messages (tool calls and results included), which `import_conversations` reads back. "
+    "`format=markdown` (`text/markdown`): a transcript for reading. Throttled per user "
+    "(`API_THROTTLE_EXPORT`)."
+)
+
+
+class ExportBody:
+    """The export's generator as a streamed answer's body, started in the view: the snapshot,
+    the totals and the first rows are read while the view runs, so that a database that
+    cannot be reached is the usual 503, not a 200 cut short. ``close``, which Django calls
+    when the answer ends or the client goes away, closes the generator (its snapshot is
+    rolled back) before the request's end hands the connection back to the pool."""
+
+    def __init__(self, chunks: Generator[str]) -> None:
+        self.chunks = chunks
+        self.first = next(chunks, None)
+
+    def next_chunk(self) -> str | None:
+        chunk, self.first = self.first, None
+        return chunk if chunk is not None else next(self.chunks, None)
+
+    def close(self) -> None:
+        self.chunks.close()
+
+
+class WsgiExportBody(ExportBody):
+    def __iter__(self) -> Iterator[str]:
+        while (chunk := self.next_chunk()) is not None:
+            yield chunk
+
+
+class AsgiExportBody(ExportBody):
+    """Under ASGI Django reads a synchronous iterator whole before sending a byte: an
+    asynchronous one whose every step runs on the request's own thread (``thread_sensitive``),
+    where its connection and the generator's transaction are; Django calls ``close`` there
+    too."""
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        pull = sync_to_async(self.next_chunk, thread_sensitive=True)
+        while (chunk := await pull()) is not None:
+            yield chunk
+
+
+class ErrorsInJson(BaseContentNegotiation):
+    """The export's answer has its own content type whatever ``Accept`` asks for (no 406 for
+    ``Accept: text/markdown``), and its errors are JSON, as every error under /api/."""
+
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
+        return next(iter(parsers), None)
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
+
+
+EXPORT_SCHEMA = extend_schema(
+    summary="Download all your conversations and messages",
+    description=EXPORT_DESCRIPTION,
+    operation_id="export_download",
+    parameters=[
+        OpenApiParameter(
+            "format",
+            OpenApiTypes.STR,
+            enum=list(portability.EXPORT_FORMATS),
+            description="jsonl (default): JSON Lines; markdown: a transcript. Anything else is a 400.",
+        ),
+        OpenApiParameter(
+            "Content-Disposition",
+            OpenApiTypes.STR,
+            OpenApiParameter.HEADER,
+            response=[200],
+            description='attachment; filename="conversations-<date>.jsonl" (.md for markdown).',
+        ),
+    ],
+    responses={
+        (200, content_type.split(";")[0]): OpenApiResponse(
+            response=OpenApiTypes.STR,
+            description="The export, streamed: application/x-ndjson for jsonl, text/markdown for markdown.",
+        )
+        for content_type in EXPORT_CONTENT_TYPES.values()
+    },
+)
+
+
+class ExportView(APIView):
+    """All of the caller's conversations and messages, streamed from the code of the
+    ``export_conversations`` command (``portability.export_chunks``), which holds its own
+    snapshot and user scope while the answer is sent and writes the export's audit line."""
+
+    http_method_names = ["get", "options"]
+    throttle_classes = [*APIView.throttle_classes, ExportRateThrottle]
+    content_negotiation_class = ErrorsInJson
+
+    @EXPORT_SCHEMA
+    def get(self, request: Request) -> StreamingHttpResponse:
+        output_format = parse_choice(request.query_params, "format", list(portability.EXPORT_FORMATS))
+        user = request.user
+        assert isinstance(user, User)  # noqa: S101 (IsAuthenticated ran first)
+        chunks = portability.export_chunks(
+            user=user, output_format=output_format, request_id=getattr(request, "request_id", None)
+        )
+        body_class = AsgiExportBody if isinstance(request._request, ASGIRequest) else WsgiExportBody
+        response = StreamingHttpResponse(body_class(chunks), content_type=EXPORT_CONTENT_TYPES[output_format])
+        filename = f"conversations-{timezone.now():%Y-%m-%d}.{EXPORT_EXTENSIONS[output_format]}"
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        response["Cache-Control"] = "private, no-store"
+        return response

@@ -22,6 +22,7 @@ registry is ready, so it imports models only inside functions.
 import functools
 import json
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -147,7 +148,8 @@ def record(
     """Write one audit line.
 
     ``action`` is ``<entity>.<verb>``, e.g. ``conversation.export``; ``outcome`` one of
-    ``ok``, ``denied``, ``not_found``, ``invalid``, ``conflict``, ``throttled``, ``error``.
+    ``ok``, ``denied``, ``not_found``, ``invalid``, ``conflict``, ``throttled``, ``error``,
+    or ``aborted`` (a streamed export whose client went away before its end).
     Extra ``fields`` are scalars (counts, a format name, a flag); names that could carry
     content or credentials (``FORBIDDEN_FIELDS``) raise ValueError.
     """
@@ -201,6 +203,25 @@ def operation(
             duration_ms=(time.perf_counter() - started) * 1000,
             **cast(dict[str, Any], fields),
         )
+
+
+@contextmanager
+def lines_to_stderr() -> Iterator[None]:
+    """For a command whose stdout is its data (an export to stdout): the audit and security
+    lines that settings.LOGGING sends to stdout go to stderr for the block instead."""
+    handlers = [
+        handler
+        for name in (AUDIT_LOGGER, SECURITY_LOGGER)
+        for handler in logging.getLogger(name).handlers
+        if type(handler) is logging.StreamHandler and handler.stream is sys.stdout
+    ]
+    for handler in handlers:
+        handler.setStream(sys.stderr)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.setStream(sys.stdout)
 
 
 # --- in-process calls (the agent) ---------------------------------------------------------------

@@ -105,3 +105,10 @@ def username_key(value: Any) -> str | None:
         return None
     folded = unicodedata.normalize("NFKC", str(value).strip()[:USERNAME_KEY_LENGTH]).casefold()
     return hashlib.sha256(folded.encode(errors="surrogatepass")).hexdigest()
+
+
+class ExportRateThrottle(UserRateThrottle):
+    """Rate ``export`` (``API_THROTTLE_EXPORT``) per user, on top of ``user``: an export reads
+    every one of the user's messages."""
+
+    scope = "export"

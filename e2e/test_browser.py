@@ -299,3 +299,43 @@ def test_swagger_ui_renders_the_schema_without_leaving_the_machine(
     assert any(url.endswith("/api/schema/") for url in traffic.urls), traffic.urls
     assert any("swagger-ui-bundle.js" in url for url in traffic.urls), traffic.urls
     traffic.assert_stayed_on_this_machine()
+
+
+def swagger_operation(page: Page, server: LiveServer, path: str) -> None:
+    """Swagger UI lists exactly one operation at ``path`` (as the schema's paths name it)."""
+    page.goto(f"{site(server)}/api/docs/")
+    expect(page.locator(".opblock").first).to_be_visible()
+    summary = page.locator(".opblock-summary-path").filter(has_text=re.compile(rf"^{re.escape(path)}$"))
+    expect(summary).to_have_count(1)
+
+
+def test_swagger_ui_shows_the_export_with_its_format_and_media_types(
+    server: LiveServer, browser: tuple[BrowserContext, Traffic]
+) -> None:
+    context, traffic = browser
+    page = context.new_page()
+
+    swagger_operation(page, server, "/api/v1/export/")
+    operation = page.locator(
+        ".opblock-get", has=page.locator(".opblock-summary-path", has_text="/api/v1/export/")
+    )
+    operation.locator(".opblock-summary").click()
+    body = operation.locator(".opblock-body")
+    expect(body).to_be_visible()
+    expect(body.locator(".parameters")).to_contain_text("format")
+    expect(body).to_contain_text("application/x-ndjson")
+    expect(body).to_contain_text("text/markdown")
+    screenshot(page, "08-swagger-ui-export")
+    traffic.assert_stayed_on_this_machine()
+
+
+def test_swagger_ui_shows_the_search_operation(
+    server: LiveServer, browser: tuple[BrowserContext, Traffic]
+) -> None:
+    # GET /api/v1/search/ comes from branch i14/search: this check passes once it is merged.
+    context, traffic = browser
+    page = context.new_page()
+
+    swagger_operation(page, server, "/api/v1/search/")
+    expect(page.locator(".opblock-get .opblock-summary-path", has_text="/api/v1/search/")).to_have_count(1)
+    traffic.assert_stayed_on_this_machine()

@@ -233,6 +233,8 @@ REST_FRAMEWORK = {
         "anon": throttle_rate("API_THROTTLE_ANON", "60/minute"),
         # POST auth/token/, per client address and per username, on top of "anon".
         "login": throttle_rate("API_THROTTLE_LOGIN", "10/minute"),
+        # GET export/ per user, on top of "user": each one reads all of the user's messages.
+        "export": throttle_rate("API_THROTTLE_EXPORT", "10/hour"),
     },
     "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -119,6 +119,7 @@ def server_env(database_url: str, *, app_database_url: str | None = None) -> dic
             "API_THROTTLE_USER": "none",
             "API_THROTTLE_ANON": "none",
             "API_THROTTLE_LOGIN": "none",
+            "API_THROTTLE_EXPORT": "none",
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -84,6 +84,7 @@ ENDPOINTS = {
     "clear messages": Endpoint("delete", "conversation-message-list", ("conversation",)),
     "history": Endpoint("get", "conversation-history", ("conversation",)),
     "me": Endpoint("get", "auth-me"),
+    "export": Endpoint("get", "export"),
 }
 WITH_IDS = [name for name, endpoint in ENDPOINTS.items() if endpoint.ids]
 
@@ -105,6 +106,8 @@ OTHER_METHODS = [
     ("post", Endpoint("post", "conversation-history", ("conversation",), body={})),
     ("delete", Endpoint("delete", "conversation-history", ("conversation",))),
     ("delete", Endpoint("delete", "auth-me")),
+    ("post", Endpoint("post", "export", body={})),
+    ("delete", Endpoint("delete", "export")),
 ]
 
 
@@ -162,8 +165,13 @@ def send(
     url += f"?{query}" if query else ""
     data = endpoint.body if body is None else body
     if data is None:
-        return client.generic(endpoint.method.upper(), url)
-    return client.generic(endpoint.method.upper(), url, json.dumps(data), content_type="application/json")
+        response = client.generic(endpoint.method.upper(), url)
+    else:
+        body_text = json.dumps(data)
+        response = client.generic(endpoint.method.upper(), url, body_text, content_type="application/json")
+    if response.streaming:  # the export: read to its end, which ends its snapshot and scope
+        b"".join(response.streaming_content)
+    return response
 
 
 def send_to_victim(client: APIClient, endpoint: Endpoint, world: World, **kwargs: Any):

@@ -186,12 +186,26 @@ def test_schema_passes_openapi_spec_validator_without_warnings(served_schema):
         validate(served_schema, cls=OpenAPIV30SpecValidator)
 
 
+def test_the_export_documents_its_format_and_both_media_types(served_schema):
+    operation = served_schema["paths"]["/api/v1/export/"]["get"]
+
+    (parameter,) = [p for p in operation["parameters"] if p["in"] == "query"]
+    assert parameter["name"] == "format"
+    assert parameter["schema"]["enum"] == ["jsonl", "markdown"]
+    ok = operation["responses"]["200"]
+    assert set(ok["content"]) == {"application/x-ndjson", "text/markdown"}
+    assert "Content-Disposition" in ok["headers"]
+    assert {"400", "401", "429"} <= set(operation["responses"])
+    assert list(served_schema["paths"]["/api/v1/export/"]) == ["get"]
+
+
 def test_operation_ids_read_well_in_a_generated_client(served_schema):
     ids = {(path, method): op["operationId"] for path, method, op in operations(served_schema)}
 
     assert ids[("/api/v1/conversations/", "get")] == "conversations_list"
     assert ids[APPEND] == "conversations_messages_create"
     assert ids[("/api/v1/auth/token/", "post")] == "auth_token_create"
+    assert ids[("/api/v1/export/", "get")] == "export_download"
     assert not [i for i in ids.values() if i.startswith("v1_")]
     assert len(set(ids.values())) == len(ids)
 

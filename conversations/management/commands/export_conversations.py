@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from conversations.management import user_from_argument
 from conversations.portability import EXPORT_FORMATS, ExportProgress, conversations_export
+from core import audit
 
 
 class Command(BaseCommand):
@@ -46,9 +47,11 @@ class Command(BaseCommand):
         if not options["output"]:
             self.stdout.ending = ""
             try:
-                conversations_export(
-                    user=user, out=self.stdout, output_format=options["format"], on_progress=report
-                )
+                # stdout is the data: the export's audit line goes to stderr.
+                with audit.lines_to_stderr():
+                    conversations_export(
+                        user=user, out=self.stdout, output_format=options["format"], on_progress=report
+                    )
             except BrokenPipeError:
                 # The reader went away (`| head`): say so once, not again when Python flushes
                 # stdout at exit.
