@@ -1,6 +1,6 @@
 from rest_framework.routers import DefaultRouter, Route
 
-from .views import ConversationViewSet, MessageViewSet
+from .views import ConversationViewSet, MessageViewSet, SearchViewSet
 
 
 class Router(DefaultRouter):
@@ -23,5 +23,7 @@ router.register(
     MessageViewSet,
     basename="conversation-message",
 )
+
+router.register("search", SearchViewSet, basename="search")
 
 urlpatterns = router.urls

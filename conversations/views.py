@@ -22,17 +22,18 @@ from accounts.models import User
 from core import rls
 from core.audit import api_request
 
-from . import audit, conditional, history_formats, selectors, services
+from . import audit, conditional, history_formats, search, selectors, services
 from . import tool_results as tool_results_rules
 from .filters import ConversationFilter, MessageFilter
 from .models import Conversation, Message
-from .pagination import ConversationPagination, MessagePagination, parse_bounded_int
+from .pagination import ConversationPagination, MessagePagination, SearchPagination, parse_bounded_int
 from .schema import (
     APPEND_EXAMPLES,
     APPEND_INVALID,
     TOOL_RESULTS_EXAMPLES,
     HistorySerializer,
     MessageAppendSerializer,
+    SearchHitSerializer,
 )
 from .serializers import (
     ConversationCreateSerializer,
@@ -483,3 +484,44 @@ class MessageViewSet(mixins.RetrieveModelMixin, OwnedViewSet):
             rule = f"1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters, no NUL"
             raise ValidationError({"detail": f"{IDEMPOTENCY_KEY_HEADER} must be {rule}."})
         return key
+
+
+SEARCH_SYNTAX = (
+    'Web-search syntax, 1 to 200 characters: words (all must match, stemmed), "quoted phrases", '
+    "-excluded words, OR between alternatives."
+)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Search your messages and conversation titles, best match first",
+        parameters=[OpenApiParameter("q", OpenApiTypes.STR, required=True, description=SEARCH_SYNTAX)],
+        responses={200: SearchHitSerializer(many=True)},
+    ),
+)
+class SearchViewSet(OwnedViewSet):
+    serializer_class = SearchHitSerializer
+    pagination_class = SearchPagination
+
+    def list(self, request: Request) -> Response:
+        query = parse_search(request.query_params, "q")
+        paginator = SearchPagination()
+
+        def fetch(limit: int, after: tuple[float, uuid.UUID] | None, backwards: bool) -> list[search.Hit]:
+            return search.search_hits(
+                user=self.user, query=query, limit=limit, after=after, backwards=backwards
+            )
+
+        hits = paginator.paginate_hits(fetch, request, self)
+        return paginator.get_paginated_response(SearchHitSerializer(hits, many=True).data)
+
+
+def parse_search(params: Mapping[str, str], name: str) -> search.SearchQuery:
+    """The search in the query parameter ``name``; missing or breaking a rule, a 400 naming it."""
+    text = params.get(name)
+    if text is None:
+        raise ValidationError({name: ["This parameter is required."]})
+    try:
+        return search.parse(text)
+    except search.InvalidSearch as invalid:
+        raise ValidationError({name: [str(invalid)]}) from None
