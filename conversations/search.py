@@ -239,7 +239,28 @@ def search_hits(
     best first; with ``backwards``, the ones before it (still best first). One statement:
     the page is ranked and cut first, and only its rows are joined and given snippets."""
     connection = connections[using]
-    hits, params = _hits(query, user.pk, connection, ranked=True)
+    statement, params = search_statement(
+        user_id=user.pk, query=query, limit=limit, after=after, backwards=backwards, connection=connection
+    )
+    with user_scope(user), connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        rows = cursor.fetchall()
+    found = [_hit(row, connection) for row in rows]
+    found.sort(key=lambda hit: (hit.rank, hit.hit_id), reverse=True)
+    return found
+
+
+def search_statement(
+    *,
+    user_id: uuid.UUID,
+    query: SearchQuery,
+    limit: int,
+    after: tuple[float, uuid.UUID] | None,
+    backwards: bool,
+    connection: BaseDatabaseWrapper,
+) -> Fragment:
+    """``search_hits``' statement and its parameters."""
+    hits, params = _hits(query, user_id, connection, ranked=True)
     before, order = ("<", "DESC") if not backwards else (">", "ASC")
     where = "TRUE"
     if after is not None:
@@ -248,13 +269,8 @@ def search_hits(
         params += [rank, rank, sql.db_value(Message, "id", hit_id, connection)]
     page = f"SELECT * FROM ({hits}) hits WHERE {where} ORDER BY rank {order}, hit_id {order} LIMIT %s"  # noqa: S608
     params.append(limit)
-    statement, more = _page_sql(page, query, user.pk, connection)
-    with user_scope(user), connection.cursor() as cursor:
-        cursor.execute(statement, [*params, *more])
-        rows = cursor.fetchall()
-    found = [_hit(row, connection) for row in rows]
-    found.sort(key=lambda hit: (hit.rank, hit.hit_id), reverse=True)
-    return found
+    statement, more = _page_sql(page, query, user_id, connection)
+    return statement, [*params, *more]
 
 
 def _page_sql(page: str, query: SearchQuery, user_id: uuid.UUID, connection: BaseDatabaseWrapper) -> Fragment:
