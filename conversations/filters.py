@@ -46,7 +46,11 @@ class PresentMeansValidForm(forms.Form):
 
 class ConversationFilter(filters.FilterSet):
     # Unstripped, so that a blank search is refused rather than taken for none.
-    search = filters.CharFilter(method="filter_search", strip=False)
+    search = filters.CharFilter(
+        method="filter_search",
+        strip=False,
+        label="Only conversations whose title or a message matches (the syntax of /search/'s q).",
+    )
     created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gt")
     created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
     updated_after = UtcDateTimeFilter(field_name="updated_at", lookup_expr="gt")
