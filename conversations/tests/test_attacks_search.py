@@ -69,7 +69,7 @@ def test_staff_and_superusers_find_only_their_own(attacker, victim):
 
 
 def test_the_victims_cursor_does_not_page_the_attackers_search(attacker, victim):
-    victims = client_for(victim).get(SEARCH, {"q": "secret", "page_size": 2}).json()
+    victims = client_for(victim).get(SEARCH, {"q": "secret", "page_size": "2"}).json()
     stolen = victims["next"].split("cursor=")[1].split("&")[0]
 
     response = client_for(attacker).get(f"{SEARCH}?q=secret&cursor={stolen}")
