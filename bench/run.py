@@ -1282,7 +1282,8 @@ def search_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
         alone, among = scale["search@alone"], scale["search@all"]
         ratio = latency_ratio(among, alone)
         figure = (
-            f"{among['p50_ms']:.2f} ms among {largest['messages']:,} msgs / {alone['p50_ms']:.2f} ms alone "
+            f"{among['p50_ms']:.2f} ms among {largest['messages'] + data['messages']:,} msgs / "
+            f"{alone['p50_ms']:.2f} ms alone "
             f"({data['messages']:,} msgs of the user's); per-round ratio median {ratio:.2f} "
             f"(p99 {among['p99_ms']:.1f} / {alone['p99_ms']:.1f} ms; LEAKPROOF match: "
             f"{_get(figures, 'search_leakproof')})"
