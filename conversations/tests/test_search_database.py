@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.db import connection, transaction
 
 from conversations import search, services
-from conversations.checks import LEAKPROOF_MATCH, search_match_is_leakproof
+from conversations.checks import LEAKPROOF_MATCH, search_match_can_use_its_index, search_match_is_leakproof
 from conversations.models import Conversation, Message
 from core.rls import user_scope
 
@@ -230,3 +230,12 @@ def index_conditions(plan: str) -> str:
 
     walk(json.loads(plan))
     return " ".join(found)
+
+
+@postgresql_only
+def test_the_system_check_warns_until_the_match_is_leakproof(request):
+    assert [m.id for m in search_match_can_use_its_index(databases=["default"])] == ["conversations.W002"]
+
+    request.getfixturevalue("leakproof_match")
+
+    assert search_match_can_use_its_index(databases=["default"]) == []
