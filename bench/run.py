@@ -48,7 +48,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from bench import loadgen
 from bench.loaddata import ConversationInfo, load_conversation, load_stage, progress, vacuum_analyze, verify
@@ -61,6 +61,27 @@ TMP_DIR = RESULTS_DIR / "tmp"
 BINDING_BUDGET = 1_000
 # The leading time indexes (conversations' migration 0006) that every append maintains.
 TIME_INDEXES = ("conversation_updated_idx", "conversation_created_idx", "message_created_idx")
+# Full-text search (conversations' migration 0012): the GIN indexes every append maintains.
+SEARCH_INDEXES = {
+    "message_search_idx": (
+        "CREATE INDEX message_search_idx ON conversations_message USING gin (user_id, content_search)"
+    ),
+    "conversation_search_idx": (
+        "CREATE INDEX conversation_search_idx ON conversations_conversation USING gin (user_id, title_search)"
+    ),
+}
+# What a user types into a chat sidebar's search box, in the loaded data's vocabulary
+# (bench/loaddata.py): common words, a phrase, an exclusion, an alternative.
+SEARCH_QUERIES = (
+    "database",
+    "timeout",
+    "server error",
+    '"stack trace"',
+    "python -error",
+    "cache OR memory",
+    "deploy container",
+    "explain why",
+)
 
 
 @dataclass(frozen=True)
@@ -311,9 +332,12 @@ class Bench:
         from bench.users import access_token, ensure_users
 
         call_command("migrate", verbosity=0)
-        self.users = ensure_users(self.p.users)
+        # One user more than the profile's: the search user (row 12a), whose messages are
+        # the same in the main database and in a database of their own, and nobody else's.
+        *self.users, self.search_user = ensure_users(self.p.users + 1)
         self.user_by_id = {str(u.pk): u for u in self.users}
-        self.tokens = {str(u.pk): access_token(u) for u in self.users}
+        self.tokens = {str(u.pk): access_token(u) for u in [*self.users, self.search_user]}
+        self.figures["search_leakproof"] = mark_search_match_leakproof(self.database_url)
         for conn in connections.all():  # CREATE DATABASE … TEMPLATE needs the template idle
             conn.close()
             if hasattr(conn, "close_pool"):
@@ -325,10 +349,12 @@ class Bench:
             create_database_from(self.database_url, name, template=main_db)
             self.size_databases[size] = name
         self.size_databases[self.p.sizes[-1]] = None
+        self.search_database = f"{main_db}_search"
+        create_database_from(self.database_url, self.search_database, template=main_db)
 
         probe_users = [str(u.pk) for u in self.users[: self.p.probe_users]]
         weights = [1 / (rank + 1) ** 0.5 for rank in range(len(self.users))]  # some users are busier
-        now_us = time.time_ns() // 1000
+        now_us = self.now_us = time.time_ns() // 1000
         small = self.p.sizes[0]
         described: dict[str, Any] = {}
         for size, database in self.size_databases.items():
@@ -343,12 +369,14 @@ class Bench:
                 now_us=now_us,
             )
             conversations, seconds = list(base.conversations), base.seconds
+            # The largest holds the search user's messages within its size.
+            searched = self.load_search_user(url) if database is None else 0
             if size > small:
                 filler = load_stage(
                     url,
                     user_ids=[str(u.pk) for u in self.users],
-                    messages=size - small,
-                    conversations=max(1, round((size - small) / 50)),
+                    messages=size - small - searched,
+                    conversations=max(1, round((size - small - searched) / 50)),
                     seed=2,
                     stage=f"rest of {size:,}",
                     now_us=now_us,
@@ -367,6 +395,16 @@ class Bench:
                 progress(f"bench: data verified: {described['verify']}")
         described["largest"] = str(self.p.sizes[-1])
         self.figures["data"] = described
+        search_url = with_database(self.database_url, self.search_database)
+        self.load_search_user(search_url)
+        self.figures["search_data"] = {
+            "messages": self.search_messages,
+            "vacuum_analyze_seconds": vacuum_analyze(search_url),
+        }
+        self.search_targets = [
+            Target("GET", f"/api/v1/search/?{urlencode({'q': q})}", self.tokens[str(self.search_user.pk)])
+            for q in SEARCH_QUERIES
+        ]
 
         long_enough = sorted((c for c in self.base_conversations if c.length >= 50), key=lambda c: -c.length)
         if len(long_enough) < 5:
@@ -394,6 +432,24 @@ class Bench:
         self.message_page_targets = [
             self.t("GET", f"/api/v1/conversations/{c.id}/messages/", c) for c in history[:200]
         ]
+
+    @property
+    def search_messages(self) -> int:
+        """The search user's messages: as many as the smallest database holds in all."""
+        return self.p.sizes[0]
+
+    def load_search_user(self, url: str) -> int:
+        """The search user's conversations, the same rows wherever loaded (one seed)."""
+        load_stage(
+            url,
+            user_ids=[str(self.search_user.pk)],
+            messages=self.search_messages,
+            conversations=max(1, self.search_messages // 50),
+            seed=3,
+            stage="search user",
+            now_us=self.now_us,
+        )
+        return self.search_messages
 
     def t(self, method: str, path: str, conversation: ConversationInfo, body: str = "") -> Target:
         return Target(method, path, self.tokens[conversation.user_id], body)
@@ -442,6 +498,50 @@ class Bench:
         self.figures["scale"] = {
             str(size): {key: result[f"{key}@{size}"] for key in keys} for size in servers
         }
+
+    def search_scale(self, main: Any) -> None:
+        """Row 12a: the search user's searches, one connection, on the main database (their
+        messages among everyone's) and on their own (their messages alone), interleaved."""
+        small = self.start_server("gthread", database=self.search_database, main=False)
+        try:
+            for srv in (main, small):
+                self.wrk(self.search_targets, seconds=min(3, self.p.seconds), connections=2, base_url=srv.url)
+            result = self.series(
+                {
+                    "search@alone": (small.url, self.search_targets),
+                    "search@all": (main.url, self.search_targets),
+                },
+                seconds=self.p.latency_seconds,
+                connections=1,
+            )
+        finally:
+            small.stop()
+        self.figures["search_scale"] = result
+
+    def search_indexes(self) -> None:
+        """Row 12c: appends with the search indexes and without them (dropped, then rebuilt),
+        which half goes first alternating by round; the index is dropped or rebuilt only when
+        the next half needs it (a GIN build over the whole table is slow)."""
+        targets = self.append_targets("/api/v1")
+        runs: dict[str, list[dict[str, Any]]] = {"with": [], "without": []}
+        present = True
+        try:
+            for n in range(self.p.repeats):
+                for name in ("with", "without") if n % 2 == 0 else ("without", "with"):
+                    if (name == "with") != present:
+                        present = set_search_indexes(present=name == "with")
+                    runs[name].append(
+                        self.wrk(targets, seconds=self.p.seconds, connections=self.p.connections)
+                    )
+        finally:
+            if not present:
+                set_search_indexes(present=True)
+        result = {name: loadgen.median_of(r) for name, r in runs.items()}
+        progress(
+            f"bench:   append with the search indexes {result['with']['rps']:.1f} req/s, "
+            f"without {result['without']['rps']:.1f} req/s"
+        )
+        self.figures["search_indexes"] = result
 
     def check_answers(self) -> None:
         """S and F1 answer 2xx with the same JSON for the same history page and list page."""
@@ -823,6 +923,8 @@ class Bench:
                     for each in servers.values():
                         if each is not srv:
                             each.stop()
+            with self.step("search latency: the search user's messages among everyone's vs alone"):
+                self.search_scale(srv)
             with self.step("check that F1 answers as S does"):
                 self.check_answers()
             with self.step("read throughput, S against F1"):
@@ -842,6 +944,8 @@ class Bench:
                 self.appends()
             with self.step("append throughput with and without the time indexes"):
                 self.time_indexes()
+            with self.step("append throughput with and without the search indexes"):
+                self.search_indexes()
             with self.step("an agent's turn: one batch against four appends"):
                 self.turns()
             with self.step("py-spy profiles"):
@@ -910,6 +1014,34 @@ def time_indexes_dropped() -> Iterator[None]:
         with connection.schema_editor() as editor:
             for model, index in indexes:
                 editor.add_index(model, index)
+
+
+def set_search_indexes(*, present: bool) -> bool:
+    """Drop or rebuild the ``SEARCH_INDEXES`` on the main database (the harness connects as
+    the tables' owner); returns ``present``."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for name, create in SEARCH_INDEXES.items():
+            cursor.execute(create if present else f"DROP INDEX {name}")
+    return present
+
+
+def mark_search_match_leakproof(database_url: str) -> bool:
+    """What the README asks of a deployment for search (conversations/checks.py, W002): the
+    superuser marks the full-text match LEAKPROOF, so that under row-level security the GIN
+    index serves it. Done before the size databases are copied from this one, so all have
+    it. False when the harness cannot connect as a superuser."""
+    from bench.loaddata import connect_for_load
+    from conversations.checks import LEAKPROOF_MATCH
+
+    conn, superuser = connect_for_load(database_url)
+    try:
+        if superuser:
+            conn.execute(LEAKPROOF_MATCH)
+    finally:
+        conn.close()
+    return superuser
 
 
 def _message_body(message: Any) -> dict[str, Any]:
@@ -1206,7 +1338,49 @@ def target_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
     rows.extend(statement_rows(figures))
     rows.extend(agent_history_rows(figures))
     rows.extend(adapter_rows(figures))
+    rows.extend(search_rows(figures))
     rows.extend(export_rows(figures))
+    return rows
+
+
+def search_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows 12a and 12c: search latency flat in other users' data, and what the search
+    indexes cost an append."""
+    rows = []
+    scale, data = _get(figures, "search_scale"), _get(figures, "search_data")
+    largest = _get(figures, "data", str(_get(figures, "data", "largest")))
+    name = "12a search p50: user with 10,000 messages in 1,000,000 vs 10,000 in all"
+    if scale and data and largest:
+        alone, among = scale["search@alone"], scale["search@all"]
+        ratio = latency_ratio(among, alone)
+        figure = (
+            f"{among['p50_ms']:.2f} ms among {largest['messages'] + data['messages']:,} msgs / "
+            f"{alone['p50_ms']:.2f} ms alone "
+            f"({data['messages']:,} msgs of the user's); per-round ratio median {ratio:.2f} "
+            f"(p99 {among['p99_ms']:.1f} / {alone['p99_ms']:.1f} ms; LEAKPROOF match: "
+            f"{_get(figures, 'search_leakproof')})"
+        )
+        rows.append(
+            {
+                "name": name,
+                "figure": figure,
+                "target": "<= 1.20 and < 25 ms",
+                "met": ratio <= 1.2 and among["p50_ms"] < 25,
+            }
+        )
+    else:
+        rows.append({"name": name, "figure": None, "target": "<= 1.20 and < 25 ms", "met": False})
+    with_, without = _get(figures, "search_indexes", "with"), _get(figures, "search_indexes", "without")
+    name = "12c append throughput with the search index / without"
+    if with_ and without:
+        ratio = paired_ratio(with_, without)
+        figure = (
+            f"with {with_['rps']:.0f} / without {without['rps']:.0f} req/s (medians); per-round ratios "
+            f"{', '.join(f'{r:.2f}' for r in round_ratios(with_, without))} -> {ratio:.2f}"
+        )
+        rows.append({"name": name, "figure": figure, "target": ">= 0.85", "met": ratio >= 0.85})
+    else:
+        rows.append({"name": name, "figure": None, "target": ">= 0.85", "met": False})
     return rows
 
 

@@ -35,6 +35,7 @@ API_ACTIONS = {
     ("conversation-message", "destroy"): "message.pop",
     ("conversation-message", "clear"): "conversation.clear",
     ("conversation-message", "tool_results"): "tool_results.record",
+    ("search", "list"): "search",
 }
 
 

@@ -2,9 +2,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django import forms
+from django.db.models import QuerySet
 from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
+from rest_framework.exceptions import ValidationError
 
+from accounts.models import User
+
+from . import search
 from .models import Conversation, Message, Role
 
 
@@ -40,6 +45,12 @@ class PresentMeansValidForm(forms.Form):
 
 
 class ConversationFilter(filters.FilterSet):
+    # Unstripped, so that a blank search is refused rather than taken for none.
+    search = filters.CharFilter(
+        method="filter_search",
+        strip=False,
+        label="Only conversations whose title or a message matches (the syntax of /search/'s q).",
+    )
     created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gt")
     created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
     updated_after = UtcDateTimeFilter(field_name="updated_at", lookup_expr="gt")
@@ -49,6 +60,18 @@ class ConversationFilter(filters.FilterSet):
         model = Conversation
         fields: list[str] = []
         form = PresentMeansValidForm
+
+    def filter_search(
+        self, queryset: QuerySet[Conversation], name: str, value: str
+    ) -> QuerySet[Conversation]:
+        """Conversations whose title or any message matches (conversations/search.py)."""
+        try:
+            query = search.parse(value)
+        except search.InvalidSearch as invalid:
+            raise ValidationError({name: [str(invalid)]}) from None
+        user = getattr(self.request, "user", None)
+        assert isinstance(user, User)  # noqa: S101 (the list needs a token)
+        return queryset.filter(pk__in=search.matching_conversations(user=user, query=query))
 
 
 class MessageFilter(filters.FilterSet):

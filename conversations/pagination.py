@@ -9,7 +9,7 @@ user's rows.
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypedDict
 from uuid import UUID
@@ -25,6 +25,7 @@ from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from . import sizes
+from .search import finite_rank
 
 CURSOR_SALT = "conversations.pagination.cursor"
 
@@ -273,3 +274,47 @@ class MessagePagination(KeysetPagination):
     default_ordering = "created_at"
     default_page_size = 50
     max_page_size = 200
+
+
+class SearchPagination(KeysetPagination):
+    """Search hits, best first: a keyset on (rank, hit id), both descending. A hit's rank is
+    a function of its own text and the query alone (conversations/search.py), so the keyset
+    holds still while other rows change and a walk returns every hit once."""
+
+    orderings = {"rank": ("-rank", "-hit_id")}
+    default_ordering = "rank"
+    default_page_size = 20
+    max_page_size = 50
+
+    def paginate_hits(self, fetch: "HitFetcher", request: Request, view: APIView | None = None) -> list[Any]:
+        """The page of hits that ``fetch(limit, after, backwards)`` gives for the request's
+        cursor and page size."""
+        self.request = request
+        self.url = request.build_absolute_uri()
+        self.scope = scope_digest(getattr(view, "cursor_scope", ""))
+        self.ordering = self.default_ordering
+        page_size = self._page_size(request)
+        self.cursor = cursor = self._cursor(request)
+        backwards = cursor is not None and cursor["r"]
+        after = None
+        if cursor is not None:
+            try:
+                rank, hit_id = cursor["k"]
+                after = (finite_rank(rank), UUID(hit_id))
+            except (ValueError, TypeError, AttributeError):
+                raise ValidationError({self.cursor_query_param: ["Invalid cursor."]}) from None
+        rows = fetch(page_size + 1, after, backwards)
+        more = len(rows) > page_size
+        # Fetched best first either way: going backwards, the extra row is the first one.
+        rows = rows[len(rows) - page_size :] if backwards and more else rows[:page_size]
+        self.rows = rows
+        self.edges = self._edges(rows, cursor, more)
+        return rows
+
+    def get_schema_operation_parameters(self, view: APIView) -> list[dict[str, Any]]:
+        return [
+            p for p in super().get_schema_operation_parameters(view) if p["name"] != self.ordering_query_param
+        ]
+
+
+HitFetcher = Callable[[int, "tuple[float, UUID] | None", bool], list[Any]]

@@ -249,3 +249,22 @@ class HistoryExtension(OpenApiSerializerExtension):  # type: ignore[no-untyped-c
             },
             description=f"The history window in the {history_format} format, oldest first.",
         )
+
+
+# --- a search hit -----------------------------------------------------------------------------
+
+
+class SearchHitSerializer(serializers.Serializer[Any]):
+    """A message or a conversation title that matches a search (component ``SearchHit``)."""
+
+    conversation_id = serializers.UUIDField()
+    conversation_title = serializers.CharField()
+    message_id = serializers.UUIDField(allow_null=True, help_text="null for a hit on the title")
+    role = serializers.ChoiceField(
+        choices=Role.choices, allow_null=True, help_text="null for a hit on the title"
+    )
+    created_at = serializers.DateTimeField(help_text="the message's, or the conversation's for a title")
+    snippet = serializers.CharField(
+        help_text="At most 300 characters of the matching text, HTML-escaped, "
+        "each matched word in <mark>…</mark>."
+    )

@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter, Route
 
-from .views import ConversationViewSet, ExportView, MessageViewSet
+from .views import ConversationViewSet, ExportView, MessageViewSet, SearchViewSet
 
 
 class Router(DefaultRouter):
@@ -24,5 +24,7 @@ router.register(
     MessageViewSet,
     basename="conversation-message",
 )
+
+router.register("search", SearchViewSet, basename="search")
 
 urlpatterns = [*router.urls, path("export/", ExportView.as_view(), name="export")]

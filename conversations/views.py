@@ -30,17 +30,18 @@ from core import rls
 from core.audit import api_request
 from core.throttling import ExportRateThrottle
 
-from . import audit, conditional, history_formats, portability, selectors, services
+from . import audit, conditional, history_formats, portability, search, selectors, services
 from . import tool_results as tool_results_rules
 from .filters import ConversationFilter, MessageFilter
 from .models import Conversation, Message
-from .pagination import ConversationPagination, MessagePagination, parse_bounded_int
+from .pagination import ConversationPagination, MessagePagination, SearchPagination, parse_bounded_int
 from .schema import (
     APPEND_EXAMPLES,
     APPEND_INVALID,
     TOOL_RESULTS_EXAMPLES,
     HistorySerializer,
     MessageAppendSerializer,
+    SearchHitSerializer,
 )
 from .serializers import (
     ConversationCreateSerializer,
@@ -609,3 +610,48 @@ class ExportView(APIView):
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         response["Cache-Control"] = "private, no-store"
         return response
+
+
+SEARCH_SYNTAX = (
+    'Web-search syntax, 1 to 200 characters: words (all must match, stemmed), "quoted phrases", '
+    "-excluded words, OR between alternatives."
+)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Search your messages and conversation titles, best match first",
+        parameters=[OpenApiParameter("q", OpenApiTypes.STR, required=True, description=SEARCH_SYNTAX)],
+        responses={200: SearchHitSerializer(many=True)},
+    ),
+)
+class SearchViewSet(OwnedViewSet):
+    serializer_class = SearchHitSerializer
+    pagination_class = SearchPagination
+    filter_backends: list[Any] = []
+    # Hits are not rows of one model: conversations/search.py reads them. This is only what
+    # the schema generator asks of a view.
+    queryset = Message.objects.none()
+
+    def list(self, request: Request) -> Response:
+        query = parse_search(request.query_params, "q")
+        paginator = SearchPagination()
+
+        def fetch(limit: int, after: tuple[float, uuid.UUID] | None, backwards: bool) -> list[search.Hit]:
+            return search.search_hits(
+                user=self.user, query=query, limit=limit, after=after, backwards=backwards
+            )
+
+        hits = paginator.paginate_hits(fetch, request, self)
+        return paginator.get_paginated_response(SearchHitSerializer(hits, many=True).data)
+
+
+def parse_search(params: Mapping[str, str], name: str) -> search.SearchQuery:
+    """The search in the query parameter ``name``; missing or breaking a rule, a 400 naming it."""
+    text = params.get(name)
+    if text is None:
+        raise ValidationError({name: ["This parameter is required."]})
+    try:
+        return search.parse(text)
+    except search.InvalidSearch as invalid:
+        raise ValidationError({name: [str(invalid)]}) from None

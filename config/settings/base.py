@@ -6,6 +6,7 @@ connection pool.
 """
 
 import ipaddress
+import re
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -188,6 +189,13 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 API_MAX_RESPONSE_BYTES = env.int("API_MAX_RESPONSE_BYTES", default=8 * 1024 * 1024)
 
 ALLOW_REGISTRATION = env.bool("DJANGO_ALLOW_REGISTRATION", default=True)
+
+# PostgreSQL's text search configuration for full-text search (conversations/search.py): the
+# stemming and stop words of one language. Migration 0012 builds the stored vectors with it;
+# changing it later means rebuilding them (README, Search).
+SEARCH_CONFIG = env.str("CONVERSATIONS_SEARCH_CONFIG", default="english")
+if not re.fullmatch(r"[a-z_][a-z0-9_]*", SEARCH_CONFIG):
+    raise ImproperlyConfigured("CONVERSATIONS_SEARCH_CONFIG must be a text search configuration's name.")
 
 # How many proxies in front of the service append to X-Forwarded-For (core/client.py);
 # 0: the header is ignored and the client is the connection's peer.

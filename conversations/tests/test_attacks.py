@@ -52,6 +52,7 @@ class Endpoint:
     route: str
     ids: tuple[str, ...] = ()  # the path's ids, in order: "conversation", "message"
     body: Any = None
+    query: str = ""  # what the operation needs in its query string
 
 
 # Every operation of the contract that takes a bearer token.
@@ -83,6 +84,8 @@ ENDPOINTS = {
     "undo the last message": Endpoint("delete", "conversation-message-detail", ("conversation", "message")),
     "clear messages": Endpoint("delete", "conversation-message-list", ("conversation",)),
     "history": Endpoint("get", "conversation-history", ("conversation",)),
+    "search": Endpoint("get", "search-list", query="q=secret"),
+    "list conversations by search": Endpoint("get", "conversation-list", query="search=secret"),
     "me": Endpoint("get", "auth-me"),
     "export": Endpoint("get", "export"),
 }
@@ -162,6 +165,7 @@ def send(
 ):
     ids = {"conversation": conversation_id, "message": message_id}
     url = reverse(endpoint.route, args=[ids[name] for name in endpoint.ids])
+    query = "&".join(part for part in (endpoint.query, query) if part)
     url += f"?{query}" if query else ""
     data = endpoint.body if body is None else body
     if data is None:

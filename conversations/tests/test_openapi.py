@@ -21,6 +21,7 @@ CONTRACT_OPERATIONS = [
     ("/api/v1/auth/password/", "post", "204", True),
     ("/api/v1/auth/logout/", "post", "204", True),
     ("/api/v1/conversations/", "get", "200", False),
+    ("/api/v1/search/", "get", "200", False),
     ("/api/v1/conversations/", "post", "201", True),
     ("/api/v1/conversations/{id}/", "get", "200", False),
     ("/api/v1/conversations/{id}/", "patch", "200", True),
@@ -441,3 +442,29 @@ def test_every_history_format_answers_as_its_schema_says(
     OAS30Validator({**document, "$ref": window}).validate(body)
     assert body["format"] == history_format
     assert len(body["messages"]) >= 6  # every kind of item is there
+
+
+def test_search_is_a_page_of_named_hits_with_its_parameters(served_schema):
+    operation = served_schema["paths"]["/api/v1/search/"]["get"]
+    parameters = {p["name"]: p for p in operation["parameters"]}
+    page = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
+    results = served_schema["components"]["schemas"][page]["properties"]["results"]
+    hit = served_schema["components"]["schemas"]["SearchHit"]
+
+    assert results["items"] == {"$ref": "#/components/schemas/SearchHit"}
+    assert set(hit["required"]) == {
+        "conversation_id",
+        "conversation_title",
+        "message_id",
+        "role",
+        "created_at",
+        "snippet",
+    }
+    assert hit["properties"]["message_id"]["nullable"] is True
+    assert hit["properties"]["role"]["nullable"] is True
+    assert parameters["q"]["required"] is True
+    assert {"cursor", "page_size"} <= set(parameters)
+    assert "ordering" not in parameters
+    assert "400" in operation["responses"]
+    listed = {p["name"] for p in served_schema["paths"]["/api/v1/conversations/"]["get"]["parameters"]}
+    assert "search" in listed
