@@ -496,7 +496,11 @@ def _preview(newest: Record | None) -> Record:
     if newest is None:
         return {}
     cut = statements.Newest(role=newest["role"], content=newest["content"]).preview_content
-    return {"preview_role": newest["role"], "preview_content": cut, "preview_created_at": newest["created_at"]}
+    return {
+        "preview_role": newest["role"],
+        "preview_content": cut,
+        "preview_created_at": newest["created_at"],
+    }
 
 
 def conversation_import(*, user: User, conversation: Record, messages: list[Record]) -> int | None:
