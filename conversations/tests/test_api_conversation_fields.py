@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.urls import reverse
 from django.utils import timezone
 
 from accounts.services import user_delete
@@ -19,7 +18,7 @@ from conversations import portability, retention, services
 from conversations.models import Conversation, ConversationListVersion
 from core.rls import all_users, user_scope
 
-from .factories import ConversationFactory, MessageFactory, UserFactory
+from .factories import ConversationFactory, MessageFactory
 from .test_api_conversations import detail_url, list_url
 from .test_api_messages import message_url, messages_url
 
