@@ -16,7 +16,8 @@ Runs inside ``scripts/with-postgres`` (a throwaway PostgreSQL 15 and its ``DATAB
    migration 0006 (3c, their cost), the workers' memory over 100,000 requests (7), uvicorn
    workers against gthread workers, each hand-written data statement against its ORM
    twin (9), an agent's turn of four messages as one batch against four appends (10a, 10b),
-   and the history page with ``max_tokens`` and in each format (10c, 10d);
+   the history page with ``max_tokens`` and in each format (10c, 10d), and the conversation
+   list with previews against the same page without them (12b);
 4. prints one table, writes ``bench/results/results.json`` and ``bench/results/latency.png``.
 
 Figures are ratios within one run: the machine is shared and noisy. wrk (and hey for the
@@ -60,6 +61,8 @@ TMP_DIR = RESULTS_DIR / "tmp"
 BINDING_BUDGET = 1_000
 # The leading time indexes (conversations' migration 0006) that every append maintains.
 TIME_INDEXES = ("conversation_updated_idx", "conversation_created_idx", "message_created_idx")
+# Control of row 12b: the service's list page without previews (bench.controls).
+WITHOUT_PREVIEW_LIST = "/bench/control/conversations-without-preview/"
 
 
 @dataclass(frozen=True)
@@ -466,6 +469,12 @@ class Bench:
             }
         )
 
+    def list_previews(self) -> None:
+        """Row 12b: the list page with previews against the same page without them (the
+        service's own viewset, ``bench.controls``), every user's first page, in turns."""
+        without = [Target("GET", WITHOUT_PREVIEW_LIST, t.token) for t in self.list_targets]
+        self.figures["list_previews"] = self.throughput({"with": self.list_targets, "without": without})
+
     def conditional_get(self) -> None:
         first = self.history_targets[0]
         status, headers, _ = http(self.base_url + first.path, token=first.token)
@@ -792,6 +801,8 @@ class Bench:
                 self.check_answers()
             with self.step("read throughput, S against F1"):
                 self.read_throughput()
+            with self.step("conversation list with previews against without"):
+                self.list_previews()
             with self.step("conditional GET"):
                 self.conditional_get()
             with self.step("history: max_tokens against limit alone, and each format"):
@@ -1135,7 +1146,25 @@ def target_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
     rows.extend(statement_rows(figures))
     rows.extend(agent_history_rows(figures))
     rows.extend(adapter_rows(figures))
+    rows.extend(conversation_field_rows(figures))
     return rows
+
+
+def conversation_field_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """Row 12b: what the previews cost the list page, as the time of a page with them over
+    the time without (the throughput without over with, the median of each round's ratio:
+    both run back to back in every round, so the machine's drift cancels out)."""
+    with_, without = _get(figures, "list_previews", "with"), _get(figures, "list_previews", "without")
+    figure, met = None, False
+    if with_ and without:
+        ratios = round_ratios(without, with_)
+        ratio = statistics.median(ratios)
+        figure = (
+            f"with {with_['rps']:.0f} / without {without['rps']:.0f} req/s (medians); per-round time "
+            f"ratios {', '.join(f'{r:.2f}' for r in ratios)} -> {ratio:.2f}"
+        )
+        met = ratio <= 1.1
+    return [{"name": "12b list with previews vs without", "figure": figure, "target": "<= 1.10", "met": met}]
 
 
 def agent_history_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:

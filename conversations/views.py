@@ -331,7 +331,8 @@ class ConversationViewSet(
             version = selectors.conversation_list_version(user=self.user)
             page = self._page()
             version = _list_version(page[0]) if page else version
-        response = self.get_paginated_response(ConversationSerializer(page, many=True).data)
+        rows = self.get_serializer_class()(page, many=True).data
+        response = self.get_paginated_response(rows)
         response["ETag"] = conditional.etag_for(request, [version])
         return response
 

@@ -129,7 +129,7 @@ def test_the_list_shows_each_rows_preview_with_no_query_per_row(auth_client, use
 def test_an_imported_conversation_has_its_last_messages_preview(user, other_user):
     conversation = ConversationFactory.create(user=user)
     MessageFactory.create(conversation=conversation, content="x" * 300)
-    lines = []
+    lines: list[str] = []
     with user_scope(user):
         portability.conversations_export(user=user, out=_Lines(lines), output_format="jsonl")
     report = portability.conversations_import(user=other_user, lines=_reowned(lines))
