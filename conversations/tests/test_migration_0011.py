@@ -30,44 +30,44 @@ def before_0011():
     three messages (the newest longer than a preview), one empty. Back to the latest after."""
     migrate_to(BEFORE)
     owner, other = UserFactory.create(), UserFactory.create()
-    with all_users(reason="rows of two users, as the database held them", atomic=True):
-        with connection.cursor() as cursor:
-            for user, count in ((owner, 3), (other, 0)):
-                conversation_id = f"01a2055f-25b0-700c-a19f-b33874f6{count:04d}"
+    with (
+        all_users(reason="rows of two users, as the database held them", atomic=True),
+        connection.cursor() as cursor,
+    ):
+        for user, count in ((owner, 3), (other, 0)):
+            conversation_id = f"01a2055f-25b0-700c-a19f-b33874f6{count:04d}"
+            cursor.execute(
+                "INSERT INTO conversations_conversation "
+                "(id, user_id, title, created_at, updated_at, message_count, version) "
+                "VALUES (%s, %s, '', %s, %s, %s, %s)",
+                [
+                    conversation_id.replace("-", "") if connection.vendor == "sqlite" else conversation_id,
+                    user.pk.hex if connection.vendor == "sqlite" else user.pk,
+                    "2026-01-01 00:00:00",
+                    "2026-01-01 00:00:03",
+                    count,
+                    count,
+                ],
+            )
+            for seq in range(1, count + 1):
                 cursor.execute(
-                    "INSERT INTO conversations_conversation "
-                    "(id, user_id, title, created_at, updated_at, message_count, version) "
-                    "VALUES (%s, %s, '', %s, %s, %s, %s)",
+                    "INSERT INTO conversations_message "
+                    "(id, conversation_id, user_id, seq, role, content, created_at, token_count) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, 1)",
                     [
+                        f"01a2055f-25b0-700c-a19f-b33874f7{seq:04d}".replace(
+                            "-", "" if connection.vendor == "sqlite" else "-"
+                        ),
                         conversation_id.replace("-", "")
                         if connection.vendor == "sqlite"
                         else conversation_id,
                         user.pk.hex if connection.vendor == "sqlite" else user.pk,
-                        "2026-01-01 00:00:00",
-                        "2026-01-01 00:00:03",
-                        count,
-                        count,
+                        seq,
+                        "user" if seq % 2 else "assistant",
+                        f"{seq} " + "é" * 300,
+                        f"2026-01-01 00:00:0{seq}",
                     ],
                 )
-                for seq in range(1, count + 1):
-                    cursor.execute(
-                        "INSERT INTO conversations_message "
-                        "(id, conversation_id, user_id, seq, role, content, created_at, token_count) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, 1)",
-                        [
-                            f"01a2055f-25b0-700c-a19f-b33874f7{seq:04d}".replace(
-                                "-", "" if connection.vendor == "sqlite" else "-"
-                            ),
-                            conversation_id.replace("-", "")
-                            if connection.vendor == "sqlite"
-                            else conversation_id,
-                            user.pk.hex if connection.vendor == "sqlite" else user.pk,
-                            seq,
-                            "user" if seq % 2 else "assistant",
-                            f"{seq} " + "é" * 300,
-                            f"2026-01-01 00:00:0{seq}",
-                        ],
-                    )
     yield owner, other
     call_command("migrate", "conversations", verbosity=0)
 
@@ -112,11 +112,11 @@ def test_0011_undone_leaves_the_user_match_check_and_no_list_version(before_0011
         owner, stranger = UserFactory.create(), UserFactory.create()
         ids = {
             "conversation": "01a2055f-25b0-700c-a19f-b33874f69999",
-            "owner": owner.pk,
-            "stranger": stranger.pk,
+            "owner": str(owner.pk),
+            "stranger": str(stranger.pk),
         }
         if connection.vendor == "sqlite":
-            ids = {name: str(value).replace("-", "") for name, value in ids.items()}
+            ids = {name: value.replace("-", "") for name, value in ids.items()}
         with all_users(reason="rows written by SQL", atomic=True):
             cursor.execute(
                 "INSERT INTO conversations_conversation "
