@@ -220,19 +220,12 @@ class ConversationCreateSerializer(serializers.Serializer[Any]):
 
 
 class ConversationUpdateSerializer(serializers.Serializer[Any]):
-    """Any of the fields, at least one."""
+    """Any of the fields (the view refuses none at all)."""
 
     title = TextField(max_length=TITLE_MAX_LENGTH, allow_blank=True, required=False)
     archived = StrictBooleanField(required=False)
     pinned = StrictBooleanField(required=False)
     metadata = MetadataField(required=False)
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if not attrs:
-            raise serializers.ValidationError(
-                {"detail": "Send at least one of: title, archived, pinned, metadata."}
-            )
-        return attrs
 
 
 class PreviewSerializer(serializers.Serializer[Any]):

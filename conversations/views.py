@@ -216,6 +216,8 @@ class ConversationViewSet(
 
     def partial_update(self, request: Request, pk: str) -> Response:
         data = self._validated(ConversationUpdateSerializer)
+        if not data:
+            raise ValidationError({"detail": "Send at least one of: title, archived, pinned, metadata."})
         try:
             conversation = services.conversation_update(user=self.user, conversation_id=parse_id(pk), **data)
         except Conversation.DoesNotExist:

@@ -220,7 +220,7 @@ def test_patch_of_nothing_is_a_400(auth_client, user):
     conversation = ConversationFactory.create(user=user)
     response = auth_client.patch(detail_url(conversation.pk), {})
     assert response.status_code == HTTPStatus.BAD_REQUEST
-    assert "title" in response.json()["detail"][0]
+    assert "title" in response.json()["detail"]
 
 
 def test_put_is_not_allowed(auth_client, user):
