@@ -11,8 +11,9 @@ Row-level security as the service does it: the user's lookup also sets ``app.use
 the session (``accounts.selectors.user_lookup``), reads then run with no transaction, and an
 append is one transaction of an UPDATE … RETURNING and an INSERT.
 
-Also here: the ``LimitOffset`` control (``?offset=N``) and its keyset twin (``?after=SEQ``)
-on the message list, to show what keyset pagination saves at depth.
+Also here: the service's own list page without the preview (row 12b); the ``LimitOffset``
+control (``?offset=N``) and its keyset twin (``?after=SEQ``) on the message list, to show
+what keyset pagination saves at depth.
 """
 
 import hashlib
@@ -33,8 +34,10 @@ from django.views.decorators.csrf import csrf_exempt
 from accounts.models import User
 from conversations.history_formats import DEFAULT_FORMAT, StoredMessage, render
 from conversations.ids import uuid7
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, ConversationListVersion, Message
+from conversations.serializers import ConversationSerializer
 from conversations.tokens import message_tokens
+from conversations.views import ConversationViewSet
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -50,7 +53,21 @@ U = User._meta.db_table
 M = Message._meta.db_table
 C = Conversation._meta.db_table
 USER_COLUMNS = tuple(f.column for f in User._meta.concrete_fields)
-CONV_COLUMNS = ("id", "user_id", "title", "created_at", "updated_at", "message_count")
+CONV_COLUMNS = (
+    "id",
+    "user_id",
+    "title",
+    "created_at",
+    "updated_at",
+    "message_count",
+    "archived",
+    "pinned",
+    "metadata",
+    "preview_role",
+    "preview_content",
+    "preview_created_at",
+)
+LV = ConversationListVersion._meta.db_table
 MSG_COLUMNS = (
     "id",
     "conversation_id",
@@ -78,7 +95,9 @@ HISTORY_SQL = (
 VERSION_SQL = f'SELECT "version" FROM "{C}" WHERE "id" = %s AND "user_id" = %s'  # noqa: S608
 EXISTS_SQL = f'SELECT 1 AS "a" FROM "{C}" WHERE ("{C}"."user_id" = %s AND "{C}"."id" = %s) LIMIT 1'  # noqa: S608
 LIST_SQL = (
-    f'SELECT {_columns(C, CONV_COLUMNS)} FROM "{C}" WHERE "{C}"."user_id" = %s '  # noqa: S608
+    f'SELECT {_columns(C, CONV_COLUMNS)}, COALESCE((SELECT U0."version" FROM "{LV}" U0 '  # noqa: S608
+    f'WHERE U0."user_id" = %s LIMIT 1), 0) AS "list_version" FROM "{C}" '
+    f'WHERE ("{C}"."user_id" = %s AND NOT "{C}"."archived") '
     f'ORDER BY "{C}"."updated_at" DESC, "{C}"."id" DESC LIMIT %s'
 )
 MSG_WHERE = f'"{M}"."conversation_id" = %s AND "{M}"."user_id" = %s'
@@ -208,7 +227,11 @@ def history(request: HttpRequest, *, user_id: uuid.UUID, conversation_id: uuid.U
 
 
 def _conversation_json(row: tuple[Any, ...]) -> dict[str, Any]:
-    cid, uid, title, created_at, updated_at, count = row
+    cid, uid, title, created_at, updated_at, count, archived, pinned, metadata = row[:9]
+    preview_role, preview_content, preview_created_at = row[9:12]
+    preview = None
+    if preview_role is not None:
+        preview = {"role": preview_role, "content": preview_content, "created_at": _time(preview_created_at)}
     return {
         "id": str(cid),
         "user_id": str(uid),
@@ -216,6 +239,10 @@ def _conversation_json(row: tuple[Any, ...]) -> dict[str, Any]:
         "created_at": _time(created_at),
         "updated_at": _time(updated_at),
         "message_count": count,
+        "archived": archived,
+        "pinned": pinned,
+        "metadata": _load_json(metadata),
+        "preview": preview,
     }
 
 
@@ -224,7 +251,7 @@ def conversation_list(request: HttpRequest, *, user_id: uuid.UUID) -> HttpRespon
     """The first page of the list in the default ordering, with a signed next cursor."""
     page_size = min(100, max(1, int(request.GET.get("page_size", "20"))))
     with connection.cursor() as cursor:
-        cursor.execute(LIST_SQL, [user_id, page_size + 1])
+        cursor.execute(LIST_SQL, [user_id, user_id, page_size + 1])
         rows = cursor.fetchall()
     results = [_conversation_json(row) for row in rows[:page_size]]
     next_link = None
@@ -302,3 +329,24 @@ def messages(request: HttpRequest, *, user_id: uuid.UUID, conversation_id: uuid.
     if request.method == "POST":
         return _append(request, user_id, conversation_id)
     return _message_page(request, user_id, conversation_id)
+
+
+class ConversationWithoutPreview(ConversationSerializer):
+    preview = None  # type: ignore[assignment]  # DRF removes a declared field set to None
+
+
+class ConversationListWithoutPreview(ConversationViewSet):
+    """Control for row 12b: the service's own list page (the same viewset, filters, keyset
+    page, ETag and middleware) with the preview neither read nor rendered, so that the gap
+    to the service's list is what the preview costs."""
+
+    def get_queryset(self) -> Any:
+        return super().get_queryset().defer("preview_role", "preview_content", "preview_created_at")
+
+    def get_serializer_class(self) -> Any:
+        return ConversationWithoutPreview
+
+
+conversation_list_without_preview = ConversationListWithoutPreview.as_view(
+    {"get": "list"}, basename="conversation-without-preview"
+)

@@ -399,6 +399,7 @@ def _statement_pairs(
     now = timezone.now()
     uid, cid = user.pk, conversation_id
     nothing = contextlib.nullcontext
+    newest = statements.Newest(role="user", content="why does the pool time out here " * 4)
     return {
         # With the identity, as every API request runs it (outside any transaction).
         "user_lookup": (
@@ -419,8 +420,8 @@ def _statement_pairs(
             nothing,
         ),
         "append_count": (
-            lambda: statements.count_messages(user_id=uid, conversation_id=cid, now=now, added=1),
-            lambda: statements.count_messages_orm(user_id=uid, conversation_id=cid, now=now, added=1),
+            lambda: statements.count_messages(user_id=uid, conversation_id=cid, now=now, newest=newest),
+            lambda: statements.count_messages_orm(user_id=uid, conversation_id=cid, now=now, newest=newest),
             _rolled_back,
         ),
     }

@@ -9,7 +9,8 @@ assistant). Conversation lengths follow a log-normal distribution clipped to 1..
 content is 20 to 2,000 characters, mostly short; about 3% of assistant turns call tools, and
 nine calls in ten have their result recorded. ``token_count`` is the service's own count
 (``conversations.tokens``, one batch of the tokenizer per chunk of rows) and a conversation's
-``version`` is its message count (one change per append).
+``version`` is its message count (one change per append), and its preview is its newest
+message's (filled after the messages, in the same transaction).
 
 Messages are written in global ``created_at`` order, as a live service would have
 appended them, so a conversation's rows are spread over the heap as they would be in
@@ -310,6 +311,7 @@ def _copy_in_one_transaction(
                 conn.execute("SET LOCAL session_replication_role = replica")
             _copy_conversations(conn, conv_rows, rng)
             _copy_messages(conn, keys, conv_rows, rng, stage, started)
+            _fill_previews(conn, [conv_id for _, conv_id, _, _, _, _ in conv_rows])
     finally:
         conn.close()
     return superuser
@@ -376,6 +378,35 @@ def _copy_messages(
                 elapsed = time.perf_counter() - started
                 percent = 100 * done // total
                 progress(f"load[{stage}]: {done:>10,}/{total:,} messages ({percent:3d}%) {elapsed:6.1f} s")
+
+
+def _fill_previews(conn: psycopg.Connection[tuple[object, ...]], conversation_ids: list[str]) -> None:
+    """Each loaded conversation's preview (its newest message's role, first 200 code points
+    and time), as the service's appends leave it: one UPDATE, a probe of
+    ``(conversation_id, seq)`` per conversation."""
+    conv_table, cc = _table(conn, "Conversation")
+    msg_table, mc = _table(conn, "Message")
+    conn.execute(
+        sql.SQL(
+            "UPDATE {conv} c SET ({p_role}, {p_content}, {p_created}) = "
+            "(SELECT m.{role}, substr(m.{content}, 1, 200), m.{created} FROM {msg} m "
+            "WHERE m.{m_conv} = c.{c_id} AND m.{seq} = c.{count}) WHERE c.{c_id} = ANY(%s::uuid[])"
+        ).format(
+            conv=sql.Identifier(conv_table),
+            msg=sql.Identifier(msg_table),
+            p_role=sql.Identifier(cc.get("preview_role", "preview_role")),
+            p_content=sql.Identifier(cc.get("preview_content", "preview_content")),
+            p_created=sql.Identifier(cc.get("preview_created_at", "preview_created_at")),
+            role=sql.Identifier(mc["role"]),
+            content=sql.Identifier(mc["content"]),
+            created=sql.Identifier(mc["created_at"]),
+            m_conv=sql.Identifier(mc["conversation"]),
+            seq=sql.Identifier(mc["seq"]),
+            c_id=sql.Identifier(cc["id"]),
+            count=sql.Identifier(cc["message_count"]),
+        ),
+        [conversation_ids],
+    )
 
 
 def _message_line(rng: random.Random, pool: ContentPool, seq: int) -> tuple[str, list[str]]:
@@ -447,7 +478,12 @@ def verify(database_url: str) -> dict[str, int]:
             (SELECT count(*) FROM {msg} x JOIN {conv} c ON c.{c_id} = x.{m_conv}
               WHERE x.{m_user} <> c.{c_user}),
             (SELECT count(*) FROM {conv} c WHERE NOT EXISTS
-                (SELECT 1 FROM {users} u WHERE u.{u_id} = c.{c_user}))
+                (SELECT 1 FROM {users} u WHERE u.{u_id} = c.{c_user})),
+            (SELECT count(*) FROM {conv} c LEFT JOIN {msg} x
+                ON x.{m_conv} = c.{c_id} AND x.{m_seq} = c.{c_count}
+              WHERE c.preview_role IS DISTINCT FROM x.role
+                 OR c.preview_created_at IS DISTINCT FROM x.{m_created}
+                 OR c.preview_content IS DISTINCT FROM substr(x.content, 1, 200))
         """
     ).format(
         msg=sql.Identifier(msg_table),
@@ -474,6 +510,7 @@ def verify(database_url: str) -> dict[str, int]:
         "orphan_messages",
         "message_user_mismatch",
         "orphan_conversations",
+        "previews_wrong",
     )
     return {name: int(str(value)) for name, value in zip(names, row, strict=True)}
 

@@ -16,7 +16,8 @@ Runs inside ``scripts/with-postgres`` (a throwaway PostgreSQL 15 and its ``DATAB
    migration 0006 (3c, their cost), the workers' memory over 100,000 requests (7), uvicorn
    workers against gthread workers, each hand-written data statement against its ORM
    twin (9), an agent's turn of four messages as one batch against four appends (10a, 10b),
-   and the history page with ``max_tokens`` and in each format (10c, 10d), and one worker's
+   the history page with ``max_tokens`` and in each format (10c, 10d), the conversation
+   list with previews against the same page without them (12b), and one worker's
    memory while it streams the export of the user with the 100,000-message conversation (12d);
 4. prints one table, writes ``bench/results/results.json`` and ``bench/results/latency.png``.
 
@@ -82,6 +83,8 @@ SEARCH_QUERIES = (
     "deploy container",
     "explain why",
 )
+# Control of row 12b: the service's list page without previews (bench.controls).
+WITHOUT_PREVIEW_LIST = "/bench/control/conversations-without-preview/"
 
 
 @dataclass(frozen=True)
@@ -568,6 +571,12 @@ class Bench:
             }
         )
 
+    def list_previews(self) -> None:
+        """Row 12b: the list page with previews against the same page without them (the
+        service's own viewset, ``bench.controls``), every user's first page, in turns."""
+        without = [Target("GET", WITHOUT_PREVIEW_LIST, t.token) for t in self.list_targets]
+        self.figures["list_previews"] = self.throughput({"with": self.list_targets, "without": without})
+
     def conditional_get(self) -> None:
         first = self.history_targets[0]
         status, headers, _ = http(self.base_url + first.path, token=first.token)
@@ -929,6 +938,8 @@ class Bench:
                 self.check_answers()
             with self.step("read throughput, S against F1"):
                 self.read_throughput()
+            with self.step("conversation list with previews against without"):
+                self.list_previews()
             with self.step("conditional GET"):
                 self.conditional_get()
             with self.step("history: max_tokens against limit alone, and each format"):
@@ -1338,6 +1349,7 @@ def target_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
     rows.extend(statement_rows(figures))
     rows.extend(agent_history_rows(figures))
     rows.extend(adapter_rows(figures))
+    rows.extend(conversation_field_rows(figures))
     rows.extend(search_rows(figures))
     rows.extend(export_rows(figures))
     return rows
@@ -1409,6 +1421,23 @@ def export_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
             "met": met,
         }
     ]
+
+
+def conversation_field_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """Row 12b: what the previews cost the list page, as the time of a page with them over
+    the time without (the throughput without over with, the median of each round's ratio:
+    both run back to back in every round, so the machine's drift cancels out)."""
+    with_, without = _get(figures, "list_previews", "with"), _get(figures, "list_previews", "without")
+    figure, met = None, False
+    if with_ and without:
+        ratios = round_ratios(without, with_)
+        ratio = statistics.median(ratios)
+        figure = (
+            f"with {with_['rps']:.0f} / without {without['rps']:.0f} req/s (medians); per-round time "
+            f"ratios {', '.join(f'{r:.2f}' for r in ratios)} -> {ratio:.2f}"
+        )
+        met = ratio <= 1.1
+    return [{"name": "12b list with previews vs without", "figure": figure, "target": "<= 1.10", "met": met}]
 
 
 def agent_history_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:

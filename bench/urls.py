@@ -7,6 +7,7 @@ from config import urls as service_urls
 
 urlpatterns = [
     path("bench/f1/conversations/", controls.conversation_list),
+    path("bench/control/conversations-without-preview/", controls.conversation_list_without_preview),
     path("bench/f1/conversations/<uuid:conversation_id>/history/", controls.history),
     path("bench/f1/conversations/<uuid:conversation_id>/messages/", controls.messages),
     *service_urls.urlpatterns,

@@ -44,6 +44,19 @@ class PresentMeansValidForm(forms.Form):
         return super().clean() or {}
 
 
+class FlagFilter(filters.ChoiceFilter):
+    """A boolean field: ``true`` or ``false`` exactly (anything else is a 400 naming the
+    parameter); absent, ``default`` (None: either)."""
+
+    def __init__(self, *, default: bool | None = None, **kwargs: Any) -> None:
+        super().__init__(choices=[("true", "true"), ("false", "false")], **kwargs)
+        self.default = default
+
+    def filter(self, qs: QuerySet[Any], value: Any) -> QuerySet[Any]:
+        flag = self.default if value in ("", None) else value == "true"
+        return qs if flag is None else qs.filter(**{str(self.field_name): flag})
+
+
 class ConversationFilter(filters.FilterSet):
     # Unstripped, so that a blank search is refused rather than taken for none.
     search = filters.CharFilter(
@@ -51,6 +64,10 @@ class ConversationFilter(filters.FilterSet):
         strip=False,
         label="Only conversations whose title or a message matches (the syntax of /search/'s q).",
     )
+    archived = FlagFilter(
+        default=False, help_text="true: only archived conversations; false (the default): all others."
+    )
+    pinned = FlagFilter(help_text="true: only pinned conversations; false: only the others; absent: both.")
     created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gt")
     created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
     updated_after = UtcDateTimeFilter(field_name="updated_at", lookup_expr="gt")

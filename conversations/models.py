@@ -1,18 +1,40 @@
+from typing import Any
+
 from django.conf import settings
 from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.functions import Length
-from django.db.models.lookups import LessThanOrEqual
+from django.db.models.lookups import Exact, LessThanOrEqual
+from django.db.models.sql.compiler import SQLCompiler
 from django.utils import timezone
 
 from .ids import uuid7
 
 TITLE_MAX_LENGTH = 200
 CONTENT_MAX_LENGTH = 10_000
+# A conversation's preview holds the first this many code points of its newest message.
+PREVIEW_MAX_LENGTH = 200
+# The contract's (and OpenAI's) bounds on a conversation's metadata.
+METADATA_MAX_KEYS = 16
+METADATA_KEY_MAX_LENGTH = 64
+METADATA_VALUE_MAX_LENGTH = 512
 
 
 class Role(models.TextChoices):
     USER = "user"
     ASSISTANT = "assistant"
+
+
+class JSONType(models.Func):
+    """The type of a JSON value (``'object'``, ``'array'``, …), for a check constraint."""
+
+    function = "JSON_TYPE"  # SQLite's
+    output_field = models.CharField()
+
+    def as_postgresql(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
+    ) -> tuple[str, Any]:
+        return self.as_sql(compiler, connection, function="JSONB_TYPEOF", **extra_context)
 
 
 class Conversation(models.Model):
@@ -38,16 +60,43 @@ class Conversation(models.Model):
     # can come back to where they were (an undo then another append). A database default
     # too, like token_count's: rows written by SQL (bulk loads) get it.
     version = models.PositiveBigIntegerField(default=0, db_default=0, editable=False)
+    # The owner's flags and their own key/value pairs: set by PATCH, they move neither
+    # updated_at nor anything but the version.
+    archived = models.BooleanField(default=False, db_default=False)
+    pinned = models.BooleanField(default=False, db_default=False)
+    metadata = models.JSONField(default=dict, db_default={})
+    # The newest message (its role, its content cut to PREVIEW_MAX_LENGTH code points, its
+    # created_at), written in the same transaction as every change to the messages
+    # (statements.count_messages), so that a page of the list reads it with its rows. All
+    # null when the conversation has no messages.
+    preview_role = models.CharField(max_length=16, choices=Role.choices, null=True, blank=True)  # noqa: DJ001
+    preview_content = models.TextField(null=True, blank=True)  # noqa: DJ001
+    preview_created_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
-            # The list endpoint: a user's conversations, newest activity first (or last,
-            # scanning backwards), with the id as the keyset tie-breaker.
+            # The list endpoint: a user's conversations that are (or are not) archived, newest
+            # activity first (or last, scanning backwards), with the id as the keyset
+            # tie-breaker. A list without a pinned filter walks these to the page's limit;
+            # pinned=false walks them too, skipping the few pinned rows.
             models.Index(
-                fields=["user", "-updated_at", "-id"],
-                name="conversation_user_updated_idx",
+                fields=["user", "archived", "-updated_at", "-id"],
+                name="conversation_list_updated_idx",
             ),
-            models.Index(fields=["user", "created_at", "id"], name="conversation_user_created_idx"),
+            models.Index(
+                fields=["user", "archived", "created_at", "id"], name="conversation_list_created_idx"
+            ),
+            # pinned=true: partial, so only the few pinned rows pay for them on every append.
+            models.Index(
+                fields=["user", "archived", "-updated_at", "-id"],
+                name="conversation_pin_updated_idx",
+                condition=models.Q(pinned=True),
+            ),
+            models.Index(
+                fields=["user", "archived", "created_at", "id"],
+                name="conversation_pin_created_idx",
+                condition=models.Q(pinned=True),
+            ),
             # Across users by time (retention's prune, an operator's "created since"): without
             # a user to lead with, the composites above cannot serve these.
             models.Index(fields=["updated_at"], name="conversation_updated_idx"),
@@ -61,10 +110,65 @@ class Conversation(models.Model):
                 condition=LessThanOrEqual(Length("title"), TITLE_MAX_LENGTH),
                 name="conversation_title_max_length",
             ),
+            # What the model promises of the preview and metadata, where it is cheap to check
+            # (the metadata's keys and values are the serializer's to check).
+            models.CheckConstraint(
+                condition=LessThanOrEqual(Length("preview_content"), PREVIEW_MAX_LENGTH),
+                name="conversation_preview_max_length",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(preview_role__isnull=True) | models.Q(preview_role__in=Role.values),
+                name="conversation_preview_role_valid",
+            ),
+            # A preview is a role and a time, with content or not; no role, nothing at all.
+            models.CheckConstraint(
+                condition=models.Q(preview_role__isnull=False, preview_created_at__isnull=False)
+                | models.Q(
+                    preview_role__isnull=True, preview_created_at__isnull=True, preview_content__isnull=True
+                ),
+                name="conversation_preview_complete",
+            ),
+            # An empty conversation has no preview.
+            models.CheckConstraint(
+                condition=models.Q(message_count__gt=0) | models.Q(preview_role__isnull=True),
+                name="conversation_preview_needs_messages",
+            ),
+            models.CheckConstraint(
+                condition=Exact(JSONType("metadata"), "object"),
+                name="conversation_metadata_object",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.title or str(self.id)
+
+    @property
+    def preview(self) -> dict[str, Any] | None:
+        """The contract's ``preview``: None without messages."""
+        if self.preview_role is None:
+            return None
+        return {
+            "role": self.preview_role,
+            "content": self.preview_content,
+            "created_at": self.preview_created_at,
+        }
+
+
+class ConversationListVersion(models.Model):
+    """One row per user: a number that moves with every change to any of the user's
+    conversations (a create, a delete, any change to a row, which every change to its
+    messages is too), for the conversation list's ETag. Kept by triggers on the conversation
+    table (migration 0011), so that no path can forget it: the services, retention's prune,
+    a user's deletion, an import, the admin, SQL of an operator.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    version = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"conversation list version {self.version} of {self.user_id}"
 
 
 class Message(models.Model):

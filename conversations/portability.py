@@ -4,7 +4,8 @@ and the same JSON Lines back in. The management commands are thin wrappers of th
 The JSON Lines format, one object per line, each conversation followed by its messages in
 append order::
 
-    {"type": "conversation", "id", "title", "created_at", "updated_at", "message_count", "version"}
+    {"type": "conversation", "id", "title", "created_at", "updated_at", "message_count", "version",
+     "archived", "pinned", "metadata"}
     {"type": "message", "id", "conversation_id", "seq", "role", "content", "tool_calls",
      "tool_results", "token_count", "created_at"}
 
@@ -18,7 +19,8 @@ tokenizer: the file's count is informative, never trusted. The conversation's ``
 version, so an ETag a client took of it is still right after a delete and a re-import.
 Files written before tool results, token counts and versions existed import too: no
 results, counted tokens, version 0 (what the migration that added versions gave every
-conversation).
+conversation); files from before flags and metadata, neither. A conversation's preview is not
+in the file: the import makes it from the last message, as an append would have.
 """
 
 import json
@@ -39,10 +41,10 @@ from accounts.models import User
 from core import audit
 from core.rls import user_scope
 
-from . import tokens
+from . import statements, tokens
 from .models import Conversation, Message
 from .selectors import conversation_list
-from .serializers import ConversationCreateSerializer, MessageCreateSerializer
+from .serializers import ConversationCreateSerializer, MessageCreateSerializer, StrictBooleanField
 
 # Rows fetched per round trip while streaming: memory stays bounded by this, not the history.
 EXPORT_CHUNK_SIZE = 500
@@ -55,7 +57,17 @@ MAX_REPORTED_ERRORS = 100
 # Conversation.version is a PositiveBigIntegerField.
 VERSION_MAX = 2**63 - 1
 
-CONVERSATION_FIELDS = ("id", "title", "created_at", "updated_at", "message_count", "version")
+CONVERSATION_FIELDS = (
+    "id",
+    "title",
+    "created_at",
+    "updated_at",
+    "message_count",
+    "version",
+    "archived",
+    "pinned",
+    "metadata",
+)
 MESSAGE_FIELDS = (
     "id",
     "conversation_id",
@@ -324,6 +336,8 @@ class ConversationImportSerializer(ConversationCreateSerializer):
     updated_at = serializers.DateTimeField()
     message_count = serializers.IntegerField(min_value=0, required=False)
     version = serializers.IntegerField(min_value=0, max_value=VERSION_MAX, default=0)
+    archived = StrictBooleanField(default=False)
+    pinned = StrictBooleanField(default=False)
 
 
 class MessageImportSerializer(MessageCreateSerializer):
@@ -541,6 +555,17 @@ def _finish(group: _Group, *, user: User, report: ImportReport) -> None:
         )
 
 
+def _preview(newest: Record | None) -> Record:
+    if newest is None:
+        return {}
+    cut = statements.Newest(role=newest["role"], content=newest["content"]).preview_content
+    return {
+        "preview_role": newest["role"],
+        "preview_content": cut,
+        "preview_created_at": newest["created_at"],
+    }
+
+
 def conversation_import(*, user: User, conversation: Record, messages: list[Record]) -> int | None:
     """Create one of ``user``'s conversations with its messages as they were exported: ids,
     ``seq``, timestamps, tool results, the conversation's version; each ``token_count`` is
@@ -555,6 +580,7 @@ def conversation_import(*, user: User, conversation: Record, messages: list[Reco
         [conversation["created_at"], conversation["updated_at"]]
         + [message["created_at"] for message in messages[-1:]]
     )
+    newest = messages[-1] if messages else None
     # An atomic block of its own (a savepoint when nested) on both backends, so that a refused
     # conversation leaves nothing behind even inside a caller's transaction on SQLite, where
     # user_scope adds none.
@@ -579,6 +605,11 @@ def conversation_import(*, user: User, conversation: Record, messages: list[Reco
                     updated_at=last_activity,
                     message_count=len(messages),
                     version=conversation["version"],
+                    archived=conversation["archived"],
+                    pinned=conversation["pinned"],
+                    metadata=conversation["metadata"],
+                    # The preview an append of the last message would have left.
+                    **_preview(newest),
                 )
         except IntegrityError as exc:
             raise ImportConflict("its id already exists in another user's data") from exc

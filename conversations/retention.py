@@ -63,8 +63,9 @@ def conversations_expired_batch(
     """The ids of the next batch to prune, oldest activity first, locked as they are read.
 
     Ordered by ``updated_at`` so that the batch is a walk of an index from its start, to
-    the batch's size: ``conversation_updated_idx`` across users, ``(user_id, updated_at)``
-    for one user. Unordered, PostgreSQL would read the table until it had found the batch.
+    the batch's size: ``conversation_updated_idx`` across users; for one user, that user's
+    rows of ``(user_id, archived, updated_at)``, archived or not, merged. Unordered,
+    PostgreSQL would read the table until it had found the batch.
     """
     expired = _expired(cutoff=cutoff, user=user).order_by("updated_at")
     return expired.select_for_update().values_list("pk", flat=True)[:batch_size]

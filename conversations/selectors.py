@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from asgiref.sync import sync_to_async
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from accounts.models import User
 from core import audit
 from core.rls import user_scope
 
 from . import history_formats, sizes, statements
-from .models import Conversation, Message
+from .models import Conversation, ConversationListVersion, Message
 
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 500
@@ -34,6 +35,24 @@ ChatMessage = dict[str, Any]
 
 def conversation_list(*, user: User) -> QuerySet[Conversation]:
     return Conversation.objects.filter(user=user)
+
+
+def conversation_list_versioned(*, user: User) -> QuerySet[Conversation]:
+    """``conversation_list`` with each row carrying the user's list version as
+    ``list_version``: read in the page's own statement (one snapshot, no second query), by
+    a sub-select the database evaluates once."""
+    version = ConversationListVersion.objects.filter(user=user).values("version")[:1]
+    return conversation_list(user=user).annotate(list_version=Coalesce(Subquery(version), 0))
+
+
+@audit.audited("conversation.list")
+def conversation_list_version(*, user: User) -> int:
+    """The user's conversation list version, which moves with every change to any of their
+    conversations (triggers of migration 0011): one row by key, the whole of the list's
+    304. 0 for a user who has never had a conversation."""
+    with user_scope(user):
+        version = ConversationListVersion.objects.filter(user=user).values_list("version", flat=True)
+        return next(iter(version), 0)
 
 
 @audit.audited("conversation.read")
@@ -219,6 +238,7 @@ def message_contents(
 
 aconversation_get = sync_to_async(conversation_get)
 aconversation_version = sync_to_async(conversation_version)
+aconversation_list_version = sync_to_async(conversation_list_version)
 aconversations_newest_first = sync_to_async(conversations_newest_first)
 amessages_in_order = sync_to_async(messages_in_order)
 amessage_contents = sync_to_async(message_contents)

@@ -9,7 +9,14 @@ from rest_framework import serializers
 
 from . import sizes
 from . import tool_results as tool_results_rules
-from .models import CONTENT_MAX_LENGTH, TITLE_MAX_LENGTH, Role
+from .models import (
+    CONTENT_MAX_LENGTH,
+    METADATA_KEY_MAX_LENGTH,
+    METADATA_MAX_KEYS,
+    METADATA_VALUE_MAX_LENGTH,
+    TITLE_MAX_LENGTH,
+    Role,
+)
 
 TOOL_CALLS_MAX_ITEMS = 64
 TOOL_CALL_ID_MAX_LENGTH = 255
@@ -156,12 +163,97 @@ class MessageSerializer(serializers.Serializer[Any]):
     created_at = serializers.DateTimeField(read_only=True)
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "maxProperties": METADATA_MAX_KEYS,
+        "additionalProperties": {"type": "string", "maxLength": METADATA_VALUE_MAX_LENGTH},
+        "description": f"The caller's own: at most {METADATA_MAX_KEYS} keys of 1 to "
+        f"{METADATA_KEY_MAX_LENGTH} characters, each value a string of at most "
+        f"{METADATA_VALUE_MAX_LENGTH} characters.",
+        "example": {"project": "trip to Paris"},
+    }
+)
+class MetadataField(serializers.Field[dict[str, str], dict[str, str], dict[str, str], Any]):
+    """A JSON object of at most METADATA_MAX_KEYS string keys of 1 to
+    METADATA_KEY_MAX_LENGTH characters, each value a string of at most
+    METADATA_VALUE_MAX_LENGTH characters (OpenAI's convention); clean text, as every text
+    field here (no NUL, no unpaired surrogate)."""
+
+    default_error_messages = {
+        "not_object": "Must be a JSON object.",
+        "too_many": f"At most {METADATA_MAX_KEYS} keys.",
+        "key": f"Keys are strings of 1 to {METADATA_KEY_MAX_LENGTH} characters.",
+        "value": f"Values are strings of at most {METADATA_VALUE_MAX_LENGTH} characters.",
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.text = TextField(allow_blank=True)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> dict[str, str]:
+        if not isinstance(data, dict):
+            self.fail("not_object")
+        if len(data) > METADATA_MAX_KEYS:
+            self.fail("too_many")
+        for key, value in data.items():
+            if not 1 <= len(key) <= METADATA_KEY_MAX_LENGTH or not self._clean(key):
+                self.fail("key")
+            if not isinstance(value, str) or len(value) > METADATA_VALUE_MAX_LENGTH or not self._clean(value):
+                self.fail("value")
+        return data
+
+    def _clean(self, text: str) -> bool:
+        try:
+            self.text.run_validation(text)
+        except serializers.ValidationError:
+            return False
+        return True
+
+    def to_representation(self, value: dict[str, str]) -> dict[str, str]:
+        return value
+
+
 class ConversationCreateSerializer(serializers.Serializer[Any]):
     title = TextField(max_length=TITLE_MAX_LENGTH, allow_blank=True, default="")
+    metadata = MetadataField(default=dict)
 
 
 class ConversationUpdateSerializer(serializers.Serializer[Any]):
-    title = TextField(max_length=TITLE_MAX_LENGTH, allow_blank=True)
+    """Any of the fields (the view refuses none at all)."""
+
+    title = TextField(max_length=TITLE_MAX_LENGTH, allow_blank=True, required=False)
+    archived = StrictBooleanField(required=False)
+    pinned = StrictBooleanField(required=False)
+    metadata = MetadataField(required=False)
+
+
+class PreviewSerializer(serializers.Serializer[Any]):
+    """The newest message: its role, its content's first 200 code points, its time."""
+
+    role = serializers.ChoiceField(choices=Role.choices, read_only=True)
+    content = serializers.CharField(read_only=True, allow_null=True)
+    created_at = serializers.DateTimeField(read_only=True)
+
+
+@extend_schema_field(PreviewSerializer(allow_null=True))
+class PreviewField(serializers.Field[Any, Any, Any, Any]):
+    """A conversation's preview, rendered straight from its columns: a nested serializer
+    per listed row would cost the list page more than the columns do."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs["source"] = "*"
+        super().__init__(read_only=True, **kwargs)
+        self.time = serializers.DateTimeField()
+
+    def to_representation(self, value: Any) -> dict[str, Any] | None:
+        if value.preview_role is None:
+            return None
+        return {
+            "role": value.preview_role,
+            "content": value.preview_content,
+            "created_at": self.time.to_representation(value.preview_created_at),
+        }
 
 
 class ConversationSerializer(serializers.Serializer[Any]):
@@ -171,3 +263,7 @@ class ConversationSerializer(serializers.Serializer[Any]):
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
     message_count = serializers.IntegerField(read_only=True)
+    archived = serializers.BooleanField(read_only=True)
+    pinned = serializers.BooleanField(read_only=True)
+    metadata = MetadataField(read_only=True)
+    preview = PreviewField()

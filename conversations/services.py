@@ -33,6 +33,8 @@ from .tool_results import ToolCalls, ToolResults
 BATCH_MAX_MESSAGES = 100
 
 ItemShapes = dict[str, Any]
+# A conversation's metadata, as the REST serializer validates it.
+Metadata = dict[str, str]
 
 
 class IdempotencyKeyReused(Exception):
@@ -40,19 +42,36 @@ class IdempotencyKeyReused(Exception):
 
 
 @audit.audited("conversation.create")
-def conversation_create(*, user: User, title: str = "") -> Conversation:
+def conversation_create(*, user: User, title: str = "", metadata: Metadata | None = None) -> Conversation:
     with user_scope(user):
-        return Conversation.objects.create(user=user, title=title)
+        return Conversation.objects.create(user=user, title=title, metadata=metadata or {})
+
+
+# What conversation_update leaves alone when it is not given.
+UNCHANGED: Any = object()
 
 
 @audit.audited("conversation.update")
-def conversation_update(*, user: User, conversation_id: uuid.UUID | str, title: str) -> Conversation:
-    """Rename a conversation; like any activity it moves ``updated_at``, never backwards."""
+def conversation_update(
+    *,
+    user: User,
+    conversation_id: uuid.UUID | str,
+    title: str = UNCHANGED,
+    archived: bool = UNCHANGED,
+    pinned: bool = UNCHANGED,
+    metadata: Metadata = UNCHANGED,
+) -> Conversation:
+    """Change what is given of a conversation's title, flags and metadata (replaced whole),
+    in one UPDATE. Every change moves its version (its ETags go stale); a new title is
+    activity and moves ``updated_at`` too, never backwards, the flags and metadata do not.
+    Raises ``Conversation.DoesNotExist`` when it is not ``user``'s."""
+    given = {"title": title, "archived": archived, "pinned": pinned, "metadata": metadata}
+    changes: dict[str, Any] = {name: value for name, value in given.items() if value is not UNCHANGED}
+    changes["version"] = F("version") + 1
+    if title is not UNCHANGED:
+        changes["updated_at"] = Greatest(timezone.now(), F("updated_at"))
     with user_scope(user, atomic=True):
-        updated = Conversation.objects.filter(pk=conversation_id, user=user).update(
-            title=title, version=F("version") + 1, updated_at=Greatest(timezone.now(), F("updated_at"))
-        )
-        if not updated:
+        if not Conversation.objects.filter(pk=conversation_id, user=user).update(**changes):
             raise Conversation.DoesNotExist
         return Conversation.objects.get(pk=conversation_id, user=user)
 
@@ -408,7 +427,13 @@ def _insert_messages(
     if not 1 <= len(messages) <= BATCH_MAX_MESSAGES:
         raise ValueError(f"Append 1 to {BATCH_MAX_MESSAGES} messages at a time.")
     rows = [_new_row(user=user, conversation_id=conversation_id, message=message) for message in messages]
-    count, created_at = _count_messages(user=user, conversation_id=conversation_id, added=len(rows))
+    last = messages[-1]
+    count, created_at = _count_messages(
+        user=user,
+        conversation_id=conversation_id,
+        added=len(rows),
+        newest=statements.Newest(role=last.role, content=last.content),
+    )
     for seq, row in enumerate(rows, start=count - len(rows) + 1):
         row.seq, row.created_at = seq, created_at
     if len(rows) == 1:
@@ -433,17 +458,20 @@ def _new_row(*, user: User, conversation_id: uuid.UUID | str, message: NewMessag
     )
 
 
-def _count_messages(*, user: User, conversation_id: uuid.UUID | str, added: int) -> tuple[int, datetime]:
-    """Add ``added`` to the conversation's ``message_count``, one to its ``version``, and
-    move its ``updated_at`` to now or later, in one UPDATE that also takes the row lock;
-    return the new count and time (an append's last ``seq`` and its ``created_at``).
+def _count_messages(
+    *, user: User, conversation_id: uuid.UUID | str, added: int, newest: statements.Newest | None = None
+) -> tuple[int, datetime]:
+    """Add ``added`` to the conversation's ``message_count``, one to its ``version``, move
+    its ``updated_at`` to now or later and keep its preview (``newest``, an append's last
+    message; read back after a delete), in one UPDATE that also takes the row lock; return
+    the new count and time (an append's last ``seq`` and its ``created_at``).
 
     Under that lock, held to the end of the transaction, ``seq`` is gap-free and strictly
     increasing, and ``created_at`` never goes backwards however coarse or unsteady the
     clock. Raises ``Conversation.DoesNotExist`` when the conversation is not ``user``'s.
     """
     counted = statements.count_messages(
-        user_id=user.pk, conversation_id=conversation_id, now=timezone.now(), added=added
+        user_id=user.pk, conversation_id=conversation_id, now=timezone.now(), added=added, newest=newest
     )
     if counted is None:
         raise Conversation.DoesNotExist

@@ -16,15 +16,15 @@ from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.models import F, RowRange, Sum, Value, Window
-from django.db.models.functions import Greatest
+from django.db.models import F, OuterRef, RowRange, Subquery, Sum, Value, Window
+from django.db.models.functions import Greatest, Substr
 
 from core import sql
 
-from .models import Conversation, Message
+from .models import PREVIEW_MAX_LENGTH, Conversation, Message
 
 # Rows of the history taken from the database cursor at a time: a window cut short by
 # API_MAX_RESPONSE_BYTES leaves the rest undecoded (on SQLite, also unfetched).
@@ -186,27 +186,49 @@ def _version_sql(using: str) -> str:
 # -- the append's count: message_count + n, updated_at moved to now or later ----------------------
 
 
+@dataclass(frozen=True)
+class Newest:
+    """The role and content of the newest message an append adds: the conversation's preview."""
+
+    role: str
+    content: str | None
+
+    @property
+    def preview_content(self) -> str | None:
+        return None if self.content is None else self.content[:PREVIEW_MAX_LENGTH]
+
+
 def count_messages(
     *,
     user_id: uuid.UUID,
     conversation_id: uuid.UUID | str,
     now: datetime,
     added: int = 1,
+    newest: Newest | None = None,
     using: str = DEFAULT_DB_ALIAS,
 ) -> tuple[int, datetime] | None:
-    """Add ``added`` to the conversation's ``message_count``, one to its ``version``, and move
-    its ``updated_at`` to ``now`` or later, taking the row lock, in one UPDATE … RETURNING;
-    the new count and time, or None when the conversation is not the user's. Runs in the
-    caller's transaction."""
+    """Add ``added`` to the conversation's ``message_count``, one to its ``version``, move
+    its ``updated_at`` to ``now`` or later, and keep its preview, taking the row lock, in one
+    UPDATE … RETURNING; the new count and time, or None when the conversation is not the
+    user's. Runs in the caller's transaction.
+
+    The preview is ``newest`` at the new time (an append, which must give it); after a
+    delete (``added`` below 0, the messages already deleted) it is read back from the
+    message that is now the newest (none after a clear); otherwise (a change to a message's
+    calls or results, which leaves its role, content and time alone) it stays."""
+    mode = _preview_mode(added, newest)
     connection = connections[using]
-    params = [
-        added,
-        connection.ops.adapt_datetimefield_value(now),
+    params: list[Any] = [added, connection.ops.adapt_datetimefield_value(now)]
+    if newest is not None:
+        params += [newest.role, newest.preview_content, params[1]]
+    elif mode == "read":
+        params.append(added)
+    params += [
         sql.db_value(Conversation, "id", conversation_id, connection),
         sql.db_value(Conversation, "user", user_id, connection),
     ]
     with connection.cursor() as cursor:
-        cursor.execute(_count_messages_sql(using), params)
+        cursor.execute(_count_messages_sql(using, mode), params)
         row = cursor.fetchone()
     if row is None:
         return None
@@ -220,33 +242,81 @@ def count_messages_orm(
     conversation_id: uuid.UUID | str,
     now: datetime,
     added: int = 1,
+    newest: Newest | None = None,
     using: str = DEFAULT_DB_ALIAS,
 ) -> tuple[int, datetime] | None:
     """``count_messages`` through the ORM: the UPDATE (which takes the row lock), then a
     SELECT of what it wrote, since Django's ``update()`` returns no values."""
+    mode = _preview_mode(added, newest)
     conversation = Conversation.objects.using(using).filter(pk=conversation_id, user_id=user_id)
-    updated = conversation.update(
-        message_count=F("message_count") + added,
-        version=F("version") + 1,
-        updated_at=Greatest(Value(now), F("updated_at")),
-    )
-    if not updated:
+    changes: dict[str, Any] = {
+        "message_count": F("message_count") + added,
+        "version": F("version") + 1,
+        "updated_at": Greatest(Value(now), F("updated_at")),
+    }
+    if newest is not None:
+        changes.update(
+            preview_role=Value(newest.role),
+            preview_content=Value(newest.preview_content),
+            preview_created_at=Greatest(Value(now), F("updated_at")),
+        )
+    elif mode == "read":
+        remaining = Message.objects.using(using).filter(
+            conversation_id=OuterRef("pk"), seq=OuterRef("message_count") + added
+        )
+        changes.update(
+            preview_role=Subquery(remaining.values("role")[:1]),
+            preview_content=Subquery(remaining.values(cut=Substr("content", 1, PREVIEW_MAX_LENGTH))[:1]),
+            preview_created_at=Subquery(remaining.values("created_at")[:1]),
+        )
+    if not conversation.update(**changes):
         return None
     count, updated_at = conversation.values_list("message_count", "updated_at").get()
     return count, updated_at
 
 
+PreviewMode = Literal["new", "read", "keep"]
+
+
+def _preview_mode(added: int, newest: Newest | None) -> PreviewMode:
+    if newest is not None:
+        return "new"
+    if added > 0:
+        raise ValueError("An append gives its newest message, for the conversation's preview.")
+    return "read" if added < 0 else "keep"
+
+
 @functools.cache
-def _count_messages_sql(using: str) -> str:
+def _count_messages_sql(using: str, mode: PreviewMode) -> str:
     connection = connections[using]
+    table = sql.table(Conversation, connection)
     count, version, updated_at, key, owner = (
         sql.column(Conversation, n, connection)
         for n in ("message_count", "version", "updated_at", "id", "user")
     )
+    role, content, created_at = (
+        sql.column(Conversation, f"preview_{n}", connection) for n in ("role", "content", "created_at")
+    )
     greatest = "MAX" if connection.vendor == "sqlite" else "GREATEST"  # as Django's Greatest does
+    preview = ""
+    if mode == "new":
+        preview = f", {role} = %s, {content} = %s, {created_at} = {greatest}(%s, {updated_at})"
+    elif mode == "read":
+        # The message that is now the newest (seq = the new count): one probe of
+        # (conversation_id, seq) per column, on a delete only.
+        m_table = sql.table(Message, connection)
+        m_conversation, m_seq, m_role, m_content, m_created = (
+            sql.column(Message, n, connection)
+            for n in ("conversation", "seq", "role", "content", "created_at")
+        )
+        newest = f"FROM {m_table} WHERE {m_conversation} = {table}.{key} AND {m_seq} = {table}.{count} + %s"
+        preview = (
+            f", ({role}, {content}, {created_at}) = (SELECT {m_role}, "  # noqa: S608 (names from the models)
+            f"SUBSTR({m_content}, 1, {PREVIEW_MAX_LENGTH}), {m_created} {newest})"
+        )
     return (
-        f"UPDATE {sql.table(Conversation, connection)} "  # noqa: S608 (names from the model)
+        f"UPDATE {table} "  # noqa: S608 (names from the model)
         f"SET {count} = {count} + %s, {version} = {version} + 1, "
-        f"{updated_at} = {greatest}(%s, {updated_at}) "
+        f"{updated_at} = {greatest}(%s, {updated_at}){preview} "
         f"WHERE {key} = %s AND {owner} = %s RETURNING {count}, {updated_at}"
     )

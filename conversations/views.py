@@ -173,7 +173,11 @@ class OwnedViewSet(viewsets.GenericViewSet[Any]):
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List your conversations, most recently updated first"),
+    list=extend_schema(
+        summary="List your conversations, most recently updated first",
+        parameters=CONDITIONAL_PARAMETERS,
+        responses={200: ConversationSerializer(many=True), 304: NOT_MODIFIED},
+    ),
     create=extend_schema(
         summary="Start a conversation",
         request=ConversationCreateSerializer,
@@ -185,7 +189,7 @@ class OwnedViewSet(viewsets.GenericViewSet[Any]):
         responses={200: ConversationSerializer, 304: NOT_MODIFIED},
     ),
     partial_update=extend_schema(
-        summary="Rename a conversation",
+        summary="Rename, archive, pin or set the metadata of a conversation",
         request=ConversationUpdateSerializer,
         responses=ConversationSerializer,
     ),
@@ -205,7 +209,14 @@ class ConversationViewSet(
     def get_queryset(self) -> QuerySet[Conversation]:
         if getattr(self, "swagger_fake_view", False):  # schema generation has no user
             return Conversation.objects.none()
+        if self.action == "list":
+            return selectors.conversation_list_versioned(user=self.user)
         return selectors.conversation_list(user=self.user)
+
+    def filter_queryset(self, queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:
+        # The list's filters (archived ones left out by default) are the list's alone: a
+        # conversation is found by its id whatever its flags.
+        return super().filter_queryset(queryset) if self.action == "list" else queryset
 
     def create(self, request: Request) -> Response:
         data = self._validated(ConversationCreateSerializer)
@@ -214,6 +225,8 @@ class ConversationViewSet(
 
     def partial_update(self, request: Request, pk: str) -> Response:
         data = self._validated(ConversationUpdateSerializer)
+        if not data:
+            raise ValidationError({"detail": "Send at least one of: title, archived, pinned, metadata."})
         try:
             conversation = services.conversation_update(user=self.user, conversation_id=parse_id(pk), **data)
         except Conversation.DoesNotExist:
@@ -308,6 +321,36 @@ class ConversationViewSet(
         serializer = serializer_class(data=self.request.data)
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
+
+    # Last in the class body: its name would hide the builtin list from what follows.
+    def list(self, request: Request) -> Response:
+        # The user's list version moves with any change to any of their conversations (a
+        # trigger's work, migration 0011); the tag is made of it and the full path, so each
+        # page and filter has its own. With If-None-Match, that one row by key decides a 304
+        # before any page is read. Otherwise the page's own statement carries the version:
+        # one snapshot, so the tag never names rows older than what it says.
+        if request.headers.get("If-None-Match"):
+            etag = conditional.etag_for(request, [selectors.conversation_list_version(user=self.user)])
+            if conditional.matches(request, etag):
+                return conditional.not_modified(etag)
+        page = self._page()
+        if page:
+            version = _list_version(page[0])
+        else:
+            # No row to carry it: the version alone, then the page again, so that a
+            # conversation made between the two reads is in the page or newer than the tag.
+            version = selectors.conversation_list_version(user=self.user)
+            page = self._page()
+            version = _list_version(page[0]) if page else version
+        rows = self.get_serializer_class()(page, many=True).data
+        response = self.get_paginated_response(rows)
+        response["ETag"] = conditional.etag_for(request, [version])
+        return response
+
+    def _page(self) -> Sequence[Conversation]:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        assert page is not None  # noqa: S101 (the viewset always paginates)
+        return page
 
 
 @extend_schema_view(
@@ -655,3 +698,9 @@ def parse_search(params: Mapping[str, str], name: str) -> search.SearchQuery:
         return search.parse(text)
     except search.InvalidSearch as invalid:
         raise ValidationError({name: [str(invalid)]}) from None
+
+
+def _list_version(conversation: Conversation) -> int:
+    """The list version a row of ``selectors.conversation_list_versioned`` carries."""
+    version: int = getattr(conversation, "list_version")  # noqa: B009 (an annotation)
+    return version

@@ -191,7 +191,7 @@ def backward(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("conversations", "0010_message_item_shapes"),
+        ("conversations", "0011_conversation_fields"),
     ]
 
     operations = [

@@ -37,10 +37,22 @@ def test_create_returns_the_contract_shape(auth_client, user):
 
     assert response.status_code == HTTPStatus.CREATED
     body = response.json()
-    assert set(body) == {"id", "user_id", "title", "created_at", "updated_at", "message_count"}
+    assert set(body) == {
+        "id",
+        "user_id",
+        "title",
+        "created_at",
+        "updated_at",
+        "message_count",
+        "archived",
+        "pinned",
+        "metadata",
+        "preview",
+    }
     assert body["user_id"] == str(user.pk)
     assert body["title"] == "Trip to Lisbon"
     assert body["message_count"] == 0
+    assert (body["archived"], body["pinned"], body["metadata"], body["preview"]) == (False, False, {}, None)
     assert TIMESTAMP.match(body["created_at"])
     assert TIMESTAMP.match(body["updated_at"])
     assert Conversation.objects.get(pk=body["id"]).user == user
@@ -204,11 +216,11 @@ def test_patch_renames_and_moves_updated_at(auth_client, user):
     assert conversation.updated_at > timezone.now() - timedelta(minutes=1)
 
 
-def test_patch_without_title_is_a_400(auth_client, user):
+def test_patch_of_nothing_is_a_400(auth_client, user):
     conversation = ConversationFactory.create(user=user)
     response = auth_client.patch(detail_url(conversation.pk), {})
     assert response.status_code == HTTPStatus.BAD_REQUEST
-    assert "title" in response.json()
+    assert "title" in response.json()["detail"]
 
 
 def test_put_is_not_allowed(auth_client, user):

@@ -10,6 +10,7 @@ it was. The victim is B; their own token, used as a control, succeeds on every o
 """
 
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from http import HTTPStatus
@@ -34,7 +35,7 @@ from accounts.tests.test_auth import (
 )
 from conftest import client_for
 from conversations import services
-from conversations.models import Conversation, IdempotencyKey, Message
+from conversations.models import Conversation, ConversationListVersion, IdempotencyKey, Message
 from core import rls
 
 from .factories import ConversationFactory, MessageFactory, UserFactory
@@ -62,6 +63,12 @@ ENDPOINTS = {
     "get conversation": Endpoint("get", "conversation-detail", ("conversation",)),
     "rename conversation": Endpoint(
         "patch", "conversation-detail", ("conversation",), body={"title": "attacker's"}
+    ),
+    "archive, pin and set metadata": Endpoint(
+        "patch",
+        "conversation-detail",
+        ("conversation",),
+        body={"archived": True, "pinned": True, "metadata": {"owner": "attacker"}},
     ),
     "delete conversation": Endpoint("delete", "conversation-detail", ("conversation",)),
     "list messages": Endpoint("get", "conversation-message-list", ("conversation",)),
@@ -151,6 +158,7 @@ def everything():
         "conversations": list(Conversation.objects.order_by("pk").values()),
         "messages": list(Message.objects.order_by("pk").values()),
         "idempotency keys": list(IdempotencyKey.objects.order_by("pk").values()),
+        "list versions": list(ConversationListVersion.objects.order_by("pk").values()),
     }
 
 
@@ -471,4 +479,31 @@ def test_a_user_id_other_than_the_callers_is_403_on_every_endpoint_and_changes_n
     response = send(client, spec, world.a_conversation.pk, world.a_message.pk, **kwargs)
 
     assert_refused(response, HTTPStatus.FORBIDDEN)
+    assert everything() == before
+
+
+# Malformed metadata ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [["a"], {f"k{n}": "v" for n in range(17)}, {"k": 1}, {"k" * 65: "v"}, {"k": "\x00"}, {"k": {"x": "y"}}],
+    ids=["array", "17 keys", "number", "long key", "NUL", "nested"],
+)
+def test_malformed_metadata_is_the_same_400_for_any_conversation_and_changes_nothing(
+    world, attacker, metadata
+):
+    """Checked before any lookup: the victim's conversation, the attacker's own and a missing
+    one answer alike, naming ``metadata``."""
+    endpoint = ENDPOINTS["archive, pin and set metadata"]
+    before = everything()
+
+    answers = [
+        send(attacker, endpoint, conversation_id, body={"metadata": metadata})
+        for conversation_id in (world.b_conversation.pk, world.a_conversation.pk, uuid.uuid4())
+    ]
+
+    assert {answer.status_code for answer in answers} == {HTTPStatus.BAD_REQUEST}
+    assert len({answer.content for answer in answers}) == 1
+    assert set(answers[0].json()) == {"metadata"}
     assert everything() == before

@@ -151,6 +151,10 @@ def rich_history(user):
     services.tool_results_record(
         user=user, conversation_id=trip.pk, message_id=appended[2].pk, tool_results=LATE_RESULTS
     )
+    # Flags and metadata travel too; the preview is made again from the last message.
+    services.conversation_update(
+        user=user, conversation_id=trip.pk, archived=True, pinned=True, metadata={"trip": "Lisbon ✈"}
+    )
     services.conversation_create(user=user, title="")
     burst = ConversationFactory.create(user=user)
     instant = timezone.now()
@@ -446,6 +450,9 @@ def test_export_jsonl_is_each_conversation_then_its_messages_in_append_order(use
                 "updated_at",
                 "message_count",
                 "version",
+                "archived",
+                "pinned",
+                "metadata",
             }
             assert TIMESTAMP.match(record["created_at"])
             assert TIMESTAMP.match(record["updated_at"])

@@ -39,7 +39,18 @@ PASSWORD = "/api/v1/auth/password/"
 LOGOUT = "/api/v1/auth/logout/"
 CONVERSATIONS = "/api/v1/conversations/"
 
-CONVERSATION_FIELDS = {"id", "user_id", "title", "created_at", "updated_at", "message_count"}
+CONVERSATION_FIELDS = {
+    "id",
+    "user_id",
+    "title",
+    "created_at",
+    "updated_at",
+    "message_count",
+    "archived",
+    "pinned",
+    "metadata",
+    "preview",
+}
 MESSAGE_FIELDS = {
     "id",
     "conversation_id",

@@ -84,12 +84,41 @@ def test_list_operations_document_the_page_shape_and_parameters(schema):
         assert names <= {p["name"] for p in operation["parameters"]}
 
 
-def test_rename_requires_a_title(schema):
+def test_patch_takes_any_of_title_flags_and_metadata(schema):
     body = schema["paths"]["/api/v1/conversations/{id}/"]["patch"]["requestBody"]["content"][
         "application/json"
     ]
     component = schema["components"]["schemas"][body["schema"]["$ref"].rsplit("/", 1)[1]]
-    assert component["required"] == ["title"]
+    assert "required" not in component
+    properties = component["properties"]
+    assert set(properties) == {"title", "archived", "pinned", "metadata"}
+    assert properties["archived"]["type"] == properties["pinned"]["type"] == "boolean"
+    assert properties["metadata"]["type"] == "object"
+    assert properties["metadata"]["maxProperties"] == 16
+    assert properties["metadata"]["additionalProperties"] == {"type": "string", "maxLength": 512}
+
+
+def test_the_conversation_object_types_every_new_field(schema):
+    component = schema["components"]["schemas"]["Conversation"]
+    properties = component["properties"]
+    assert properties["archived"]["type"] == properties["pinned"]["type"] == "boolean"
+    assert properties["metadata"]["type"] == "object"
+    preview = properties["preview"]
+    assert preview.get("nullable") is True
+    target = preview["allOf"][0]["$ref"] if "allOf" in preview else preview["$ref"]
+    shape = schema["components"]["schemas"][target.rsplit("/", 1)[1]]
+    assert set(shape["properties"]) == {"role", "content", "created_at"}
+    assert shape["properties"]["content"]["nullable"] is True
+    assert shape["properties"]["created_at"]["format"] == "date-time"
+
+
+def test_the_list_documents_its_filters_and_revalidation(schema):
+    operation = schema["paths"]["/api/v1/conversations/"]["get"]
+    parameters = {p["name"]: p for p in operation["parameters"]}
+    assert parameters["archived"]["schema"]["enum"] == ["false", "true"]
+    assert parameters["pinned"]["schema"]["enum"] == ["false", "true"]
+    assert "If-None-Match" in parameters
+    assert {"200", "304"} <= set(operation["responses"])
 
 
 def test_append_documents_the_idempotency_key_header(schema):

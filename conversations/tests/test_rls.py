@@ -27,6 +27,13 @@ pytestmark = [
 ]
 
 SERVING_ROLE = settings.DATABASE_SERVING_ROLE
+# Every table that holds user data, each with row-level security on and forced.
+USER_DATA_TABLES = [
+    "conversations_conversation",
+    "conversations_message",
+    "conversations_idempotencykey",
+    "conversations_conversationlistversion",
+]
 
 
 @pytest.fixture
@@ -231,11 +238,11 @@ def test_the_roles_are_what_the_readme_promises():
         cursor.execute(
             "SELECT relname, pg_get_userbyid(relowner), relrowsecurity, relforcerowsecurity FROM pg_class "
             "WHERE relname = ANY(%s)",
-            [["conversations_conversation", "conversations_message", "conversations_idempotencykey"]],
+            [USER_DATA_TABLES],
         )
         tables = cursor.fetchall()
     assert roles == {connection.settings_dict["USER"]: (False, False), SERVING_ROLE: (False, False)}
-    assert len(tables) == 3
+    assert len(tables) == len(USER_DATA_TABLES)
     for _, owner, enabled, forced in tables:
         assert owner == connection.settings_dict["USER"] != SERVING_ROLE
         assert enabled

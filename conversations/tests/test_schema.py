@@ -26,8 +26,14 @@ postgresql_only = pytest.mark.skipif(
 
 # Every query pattern the API makes, as (table, leading columns an index must start with).
 QUERY_PATTERNS = {
-    "a user's conversations by latest activity": ("conversations_conversation", ["user_id", "updated_at"]),
-    "a user's conversations by creation": ("conversations_conversation", ["user_id", "created_at"]),
+    "a user's conversations by latest activity": (
+        "conversations_conversation",
+        ["user_id", "archived", "updated_at"],
+    ),
+    "a user's conversations by creation": (
+        "conversations_conversation",
+        ["user_id", "archived", "created_at"],
+    ),
     "a conversation by id and owner": ("conversations_conversation", ["id", "user_id"]),
     "a conversation's messages in append order": ("conversations_message", ["conversation_id", "seq"]),
     "a conversation's messages by time range": ("conversations_message", ["conversation_id", "created_at"]),
@@ -112,11 +118,67 @@ def test_history_query_is_an_index_scan(large_history):
     assert_index_plan(Message.objects.filter(conversation=conversation).order_by("seq")[:50])
 
 
+@pytest.fixture
+def one_busy_user():
+    """A user with 5,000 conversations (a third archived, one in fifty pinned) among 50 users
+    with 1,000 each: enough that sorting the user's rows would be the planner's loss, and the
+    user's a tenth of the table, as one of many users is."""
+    users = User.objects.bulk_create(User(username=f"busy{n}") for n in range(51))
+    with all_users(reason="fill the table for EXPLAIN", atomic=True), connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO conversations_conversation "
+            "(id, user_id, title, created_at, updated_at, message_count, archived, pinned, metadata) "
+            "SELECT gen_random_uuid(), %s, '', now() - g * interval '1 minute', "
+            "now() - random() * g * interval '1 minute', 0, g %% 3 = 0, g %% 50 = 0, '{}' "
+            "FROM generate_series(1, 5000) g",
+            [users[0].pk],
+        )
+        cursor.execute(
+            "INSERT INTO conversations_conversation "
+            "(id, user_id, title, created_at, updated_at, message_count, archived, pinned, metadata) "
+            "SELECT gen_random_uuid(), (%s::uuid[])[1 + g %% 50], '', now() - g * interval '1 minute', "
+            "now() - random() * g * interval '1 minute', 0, g %% 3 = 0, g %% 50 = 0, '{}' "
+            "FROM generate_series(1, 50000) g",
+            [[u.pk for u in users[1:]]],
+        )
+        cursor.execute("ANALYZE conversations_conversation")
+    return users[0]
+
+
 @postgresql_only
-def test_conversation_list_query_is_an_index_scan(large_history):
-    user_id = large_history[42].user_id
-    assert_index_plan(Conversation.objects.filter(user_id=user_id).order_by("-updated_at", "-id")[:20])
-    assert_index_plan(Conversation.objects.filter(user_id=user_id).order_by("created_at", "id")[:20])
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [
+        ({}, "conversation_list_updated_idx"),
+        ({"archived": "true"}, "conversation_list_updated_idx"),
+        ({"pinned": "false"}, "conversation_list_updated_idx"),
+        ({"pinned": "true"}, "conversation_pin_updated_idx"),
+        ({"archived": "true", "pinned": "true"}, "conversation_pin_updated_idx"),
+        ({"ordering": "updated_at"}, "conversation_list_updated_idx"),
+        ({"ordering": "-created_at"}, "conversation_list_created_idx"),
+        ({"ordering": "created_at", "pinned": "true"}, "conversation_pin_created_idx"),
+    ],
+)
+def test_the_conversation_list_walks_an_index_to_its_page(one_busy_user, query, index):
+    """The list's query as the view builds it (its filters, the paginator's order and limit,
+    the list version's sub-select): an index range in the page's order, stopped at the page,
+    never a sort of the user's rows."""
+    from conversations.filters import ConversationFilter
+    from conversations.pagination import ConversationPagination
+
+    ordering = query.pop("ordering", "-updated_at")
+    serving_role = connection.ops.quote_name(settings.DATABASE_SERVING_ROLE)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL ROLE {serving_role}")  # as the service runs
+        with user_scope(one_busy_user):
+            rows = ConversationFilter(query, selectors.conversation_list_versioned(user=one_busy_user)).qs
+            plan = rows.order_by(*ConversationPagination.orderings[ordering])[:21].explain()
+        with connection.cursor() as cursor:
+            cursor.execute("RESET ROLE")
+    assert "Sort" not in plan, plan
+    assert "Seq Scan" not in plan, plan
+    assert f"using {index} on conversations_conversation" in plan, plan
 
 
 @postgresql_only

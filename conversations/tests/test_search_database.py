@@ -29,7 +29,7 @@ def found(user, q: str) -> list[search.Hit]:
 
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_indexes_existing_rows_and_going_back_removes_the_index():
-    call_command("migrate", "conversations", "0010", verbosity=0)
+    call_command("migrate", "conversations", "0011", verbosity=0)
     try:
         user, other = UserFactory.create(), UserFactory.create()
         for owner in (user, other):
@@ -40,7 +40,7 @@ def test_the_migration_indexes_existing_rows_and_going_back_removes_the_index():
         call_command("migrate", "conversations", verbosity=0)
 
         assert len(found(user, "kettle")) == 2
-        call_command("migrate", "conversations", "0010", verbosity=0)
+        call_command("migrate", "conversations", "0011", verbosity=0)
         with connection.cursor() as cursor:
             tables = set(connection.introspection.table_names(cursor))
             assert not {search.FTS_TABLE, search.FTS_CONTENT} & tables

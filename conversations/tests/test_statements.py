@@ -150,17 +150,29 @@ def counted(
     user_id: uuid.UUID, conversation_id: uuid.UUID, now: datetime, added: int = 1
 ) -> tuple[Any, Any, list[Any]]:
     """Both appends' counts from the same row, each in a transaction rolled back after it,
-    and the row as each left it."""
-    results, rows = [], []
+    and the row as each left it (its preview compared, not returned). An append's newest
+    message is longer than a preview, and not ASCII."""
+    newest = statements.Newest(role="assistant", content="é" * 150 + "🙂" * 100) if added > 0 else None
+    results, rows, previews = [], [], []
     for count in (statements.count_messages, statements.count_messages_orm):
         with transaction.atomic():
-            results.append(count(user_id=user_id, conversation_id=conversation_id, now=now, added=added))
-            row = Conversation.objects.filter(pk=conversation_id).values(
-                "message_count", "version", "updated_at"
+            results.append(
+                count(user_id=user_id, conversation_id=conversation_id, now=now, added=added, newest=newest)
             )
-            rows.append(list(row))
+            row = Conversation.objects.filter(pk=conversation_id)
+            rows.append(list(row.values("message_count", "version", "updated_at")))
+            previews.append(list(row.values("preview_role", "preview_content", "preview_created_at")))
             transaction.set_rollback(True)
     assert_same(rows[0], rows[1])
+    assert_same(previews[0], previews[1])
+    if newest is not None and results[0] is not None:
+        assert previews[0] == [
+            {
+                "preview_role": "assistant",
+                "preview_content": "é" * 150 + "🙂" * 50,
+                "preview_created_at": results[0][1],
+            }
+        ]
     return results[0], results[1], rows[0]
 
 
@@ -185,6 +197,36 @@ def test_a_batch_undo_or_clear_count_is_its_orm_twins(chat, added):
     assert hand == (120 + added, now)
     assert row == [{"message_count": 120 + added, "version": 121, "updated_at": now}]
     assert_same(hand, orm)
+
+
+@pytest.mark.parametrize("added", [0, -1, -3, -120])
+def test_after_a_delete_the_preview_is_read_back_from_the_newest_message_left(chat, added):
+    """Recording results keeps the preview; after an undo or a clear (the count taken back
+    over messages already deleted) it is the message now newest, cut, or nothing."""
+    before = Conversation.objects.get(pk=chat.pk)
+    with user_scope(chat.user), transaction.atomic():
+        chat.messages.filter(seq__gt=120 + added).delete()
+        statements.count_messages(
+            user_id=chat.user.pk, conversation_id=chat.pk, now=chat.updated_at, added=added
+        )
+        after = Conversation.objects.get(pk=chat.pk)
+        newest = chat.messages.filter(seq=120 + added).first()
+        transaction.set_rollback(True)
+    if added == 0:
+        assert after.preview == before.preview
+    elif newest is None:
+        assert after.preview is None
+    else:
+        assert after.preview == {
+            "role": newest.role,
+            "content": None if newest.content is None else newest.content[:200],
+            "created_at": newest.created_at,
+        }
+
+
+def test_an_append_must_give_its_newest_message(chat):
+    with user_scope(chat.user), pytest.raises(ValueError, match="newest"):
+        statements.count_messages(user_id=chat.user.pk, conversation_id=chat.pk, now=chat.updated_at)
 
 
 def test_the_appends_count_of_an_empty_conversation_is_its_orm_twins():
