@@ -330,13 +330,20 @@ def test_swagger_ui_shows_the_export_with_its_format_and_media_types(
     traffic.assert_stayed_on_this_machine()
 
 
-def test_swagger_ui_shows_the_search_operation(
+def test_swagger_ui_shows_the_search_with_its_query(
     server: LiveServer, browser: tuple[BrowserContext, Traffic]
 ) -> None:
-    # GET /api/v1/search/ comes from branch i14/search: this check passes once it is merged.
     context, traffic = browser
     page = context.new_page()
 
     swagger_operation(page, server, "/api/v1/search/")
-    expect(page.locator(".opblock-get .opblock-summary-path", has_text="/api/v1/search/")).to_have_count(1)
+    operation = page.locator(
+        ".opblock-get", has=page.locator(".opblock-summary-path", has_text="/api/v1/search/")
+    )
+    operation.locator(".opblock-summary").click()
+    body = operation.locator(".opblock-body")
+    expect(body).to_be_visible()
+    expect(body.locator(".parameters")).to_contain_text("q")
+    expect(body.locator(".parameters")).to_contain_text("quoted phrases")
+    screenshot(page, "09-swagger-ui-search")
     traffic.assert_stayed_on_this_machine()
