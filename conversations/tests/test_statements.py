@@ -264,6 +264,7 @@ RAW_SQL_ALLOWED = {
     "conversations/roles.py": "the serving role's grants",
     "conversations/checks.py": "the system check's role query",
     "conversations/portability.py": "an export's SET TRANSACTION",
+    "conversations/search.py": "full-text matching, ranking and snippets (tsvector, FTS5)",
 }
 RAW_SQL = re.compile(r"\.execute\(|\.raw\(|\bRawSQL\b|\.extra\(")
 
