@@ -6,7 +6,7 @@ PIP := $(PYTHON) -m pip --disable-pip-version-check --quiet
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install install-dev test-tools run test lint test-sqlite test-postgresql bench bench-smoke clean
+.PHONY: install install-dev test-tools run test lint test-sqlite test-postgresql test-cluster test-failover bench bench-smoke clean
 
 $(VENV)/.runtime: requirements.txt
 	python3 -m venv $(VENV)
@@ -44,7 +44,17 @@ test-postgresql: install-dev test-tools
 	@echo "==> pytest on PostgreSQL 15 (throwaway cluster)"
 	scripts/with-postgres $(VENV)/bin/pytest
 
-test: lint test-sqlite test-postgresql bench-smoke
+# Several app servers on a primary, a streaming standby that replays 200 ms late, and Redis.
+test-cluster: install-dev test-tools
+	@echo "==> pytest -m cluster (PostgreSQL primary + synchronous standby, Redis)"
+	scripts/with-redis scripts/with-replicated-postgres --apply-delay 200 $(VENV)/bin/pytest -m cluster
+
+# Kills the primary under load and promotes the standby: a pair of its own.
+test-failover: install-dev test-tools
+	@echo "==> pytest -m failover (PostgreSQL primary + synchronous standby)"
+	scripts/with-replicated-postgres $(VENV)/bin/pytest -m failover
+
+test: lint test-sqlite test-postgresql test-cluster test-failover bench-smoke
 
 # The benchmark (issue 5): a throwaway PostgreSQL, 1,000,000 messages, the service under
 # gunicorn driven by wrk over loopback, controls F1 and P; about 15 minutes on 2 cores.
