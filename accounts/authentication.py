@@ -27,6 +27,7 @@ from typing import Any
 
 import jwt
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework.request import Request
 from rest_framework_simplejwt import settings as simplejwt_settings
@@ -38,6 +39,7 @@ from rest_framework_simplejwt.utils import get_md5_hash_password
 from accounts.models import User
 from accounts.selectors import user_lookup
 from accounts.services import ExternalUserConflict, external_user_get_or_create
+from core import replicas
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ class JWTAuthentication(SimpleJWTAuthentication):
         except (KeyError, ValueError) as exc:
             # No user_id, or a correctly signed token whose user_id is not a UUID.
             raise InvalidToken(NO_USER_ID) from exc
-        user = user_lookup(user_id)
+        user = user_lookup_for_reads(user_id)
         if user is None:
             raise AuthenticationFailed("User not found", code="user_not_found")
         if api_settings.CHECK_USER_IS_ACTIVE and not user.is_active:
@@ -94,7 +96,7 @@ class JWTAuthentication(SimpleJWTAuthentication):
         user_id = external_user_id(claims, claim=external.get("USER_ID_CLAIM") or "sub")
         try:
             # Known users in the lookup that also sets their identity; created on first use.
-            user = user_lookup(user_id) or external_user_get_or_create(user_id=user_id)
+            user = user_lookup_for_reads(user_id) or external_user_get_or_create(user_id=user_id)
         except ExternalUserConflict as exc:
             logger.warning("External user %s: its username belongs to another account", user_id)
             raise AuthenticationFailed("User not found", code="user_not_found") from exc
@@ -105,6 +107,17 @@ class JWTAuthentication(SimpleJWTAuthentication):
         if not user.is_active:
             raise AuthenticationFailed("User is inactive", code="user_inactive")
         return user
+
+
+def user_lookup_for_reads(user_id: uuid.UUID) -> User | None:
+    """``user_lookup`` on the database the request's reads use (a replica that has the user's
+    writes, for a GET), or on the primary when that replica does not have the user yet."""
+    using = replicas.reads_for(user_id)
+    user = user_lookup(user_id, using=using)
+    if user is None and using != DEFAULT_DB_ALIAS:
+        replicas.use_primary()
+        user = user_lookup(user_id)
+    return user
 
 
 class JWTAuthenticationScheme(SimpleJWTScheme):  # type: ignore[no-untyped-call]

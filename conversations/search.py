@@ -37,7 +37,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.expressions import RawSQL
 
 from accounts.models import User
-from core import audit, sql
+from core import audit, replicas, sql
 from core.rls import user_scope
 
 from .models import Conversation, Message
@@ -235,12 +235,13 @@ def search_hits(
     limit: int,
     after: tuple[float, uuid.UUID] | None = None,
     backwards: bool = False,
-    using: str = DEFAULT_DB_ALIAS,
+    using: str | None = None,
 ) -> list[Hit]:
     """The user's best ``limit`` hits after the keyset position ``after`` (rank, hit id),
     best first; with ``backwards``, the ones before it (still best first). One statement:
-    the page is ranked and cut first, and only its rows are joined and given snippets."""
-    connection = connections[using]
+    the page is ranked and cut first, and only its rows are joined and given snippets.
+    ``using``: by default the database the user's reads use now (core/replicas.py)."""
+    connection = connections[using or replicas.reads_for(user.pk)]
     statement, params = search_statement(
         user_id=user.pk, query=query, limit=limit, after=after, backwards=backwards, connection=connection
     )

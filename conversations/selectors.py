@@ -16,7 +16,7 @@ from django.db.models import QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
 from accounts.models import User
-from core import audit
+from core import audit, replicas
 from core.rls import user_scope
 
 from . import history_formats, sizes, statements
@@ -50,14 +50,14 @@ def conversation_list_version(*, user: User) -> int:
     """The user's conversation list version, which moves with every change to any of their
     conversations (triggers of migration 0011): one row by key, the whole of the list's
     304. 0 for a user who has never had a conversation."""
-    with user_scope(user):
+    with replicas.read_only(), user_scope(user):
         version = ConversationListVersion.objects.filter(user=user).values_list("version", flat=True)
         return next(iter(version), 0)
 
 
 @audit.audited("conversation.read")
 def conversation_get(*, user: User, conversation_id: uuid.UUID | str) -> Conversation:
-    with user_scope(user):
+    with replicas.read_only(), user_scope(user):
         return conversation_list(user=user).get(pk=conversation_id)
 
 
@@ -66,8 +66,10 @@ def conversation_version(*, user: User, conversation_id: uuid.UUID | str) -> int
     """The conversation's version, which moves with every change to it or its messages: one
     row by key, the whole of a conditional request's 304. Raises
     ``Conversation.DoesNotExist`` when the conversation is not the user's."""
-    with user_scope(user):
-        version = statements.conversation_version(user_id=user.pk, conversation_id=conversation_id)
+    with replicas.read_only(), user_scope(user):
+        version = statements.conversation_version(
+            user_id=user.pk, conversation_id=conversation_id, using=replicas.reads_for(user.pk)
+        )
     if version is None:
         raise Conversation.DoesNotExist
     return version
@@ -88,7 +90,7 @@ def ensure_conversation(*, user: User, conversation_id: uuid.UUID | str, found_r
     it is the user's (and empty)."""
     if found_rows:
         return
-    with user_scope(user):
+    with replicas.read_only(), user_scope(user):
         if not conversation_list(user=user).filter(pk=conversation_id).exists():
             raise Conversation.DoesNotExist
 
@@ -142,9 +144,14 @@ def history_window(
     if max_tokens is not None:
         max_tokens = min(max_tokens, HISTORY_MAX_TOKENS)
     with (
+        replicas.read_only(),
         user_scope(user),
         statements.history_rows(
-            user_id=user.pk, conversation_id=conversation_id, limit=limit, max_tokens=max_tokens
+            user_id=user.pk,
+            conversation_id=conversation_id,
+            limit=limit,
+            max_tokens=max_tokens,
+            using=replicas.reads_for(user.pk),
         ) as read,
     ):
         if read.version is None:
@@ -197,14 +204,14 @@ def _check_history_parameters(*, limit: int, max_tokens: int | None, start: str,
 @audit.audited("conversation.list")
 def conversations_newest_first(*, user: User) -> list[Conversation]:
     """All of the user's conversations, most recently active first."""
-    with user_scope(user):
+    with replicas.read_only(), user_scope(user):
         return list(conversation_list(user=user).order_by("-updated_at", "-id"))
 
 
 @audit.audited("message.list")
 def messages_in_order(*, user: User, conversation_id: uuid.UUID | str) -> list[Message]:
     """All of the conversation's messages in append order."""
-    with user_scope(user):
+    with replicas.read_only(), user_scope(user):
         messages = list(message_list(user=user, conversation_id=conversation_id))
         ensure_conversation(user=user, conversation_id=conversation_id, found_rows=bool(messages))
     return messages
@@ -227,7 +234,7 @@ def message_contents(
 ) -> list[MessageContent]:
     """What the conversation's messages say, in append order; with ``newest``, only that many
     of the newest. One query whenever the conversation has messages."""
-    with user_scope(user):
+    with replicas.read_only(), user_scope(user):
         messages = message_list(user=user, conversation_id=conversation_id)
         if newest is not None:
             messages = messages.order_by("-seq")[:newest]

@@ -15,7 +15,7 @@ from django.core.signals import got_request_exception
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
-from core import errors
+from core import errors, replicas
 
 logger = logging.getLogger(__name__)
 disallowed_host_logger = logging.getLogger("django.security.DisallowedHost")
@@ -157,3 +157,19 @@ def undeclared_body(request: HttpRequest) -> BinaryIO | None:
         return None
     # ASGI: Django has already buffered the whole body in a temporary file.
     return request._stream
+
+
+class ReplicaReadsMiddleware:
+    """GET, HEAD and OPTIONS only read: their reads may go to a replica that has the caller's
+    writes (core/replicas.py). Every other method stays on the primary."""
+
+    SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if request.method not in self.SAFE_METHODS:
+            return self.get_response(request)
+        with replicas.read_only():
+            return self.get_response(request)

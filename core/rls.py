@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from core import replicas
+
 if TYPE_CHECKING:  # The settings import this module (the pool's reset): no models at import time.
     from django.db.models import Func, Model
 
@@ -185,14 +187,26 @@ def in_transaction(using: str = DEFAULT_DB_ALIAS) -> bool:
 
 
 def user_scope(
-    user: "Model | uuid.UUID", *, atomic: bool = False, using: str = DEFAULT_DB_ALIAS
+    user: "Model | uuid.UUID", *, atomic: bool = False, using: str | None = None
 ) -> AbstractContextManager[None]:
     """Run the block with PostgreSQL showing and accepting only ``user``'s conversations,
     messages and idempotency keys. Free when that user is already in force, as for the
     whole of an API request. ``atomic=True`` also makes the block a transaction (joining
-    one already open), on SQLite too."""
+    one already open), on SQLite too: one that writes for the user, on the primary, whose
+    commit the user's later reads wait for (core/replicas.py). Without it the block reads,
+    on the database ``replicas.reads_for`` picks (the primary unless a read-only block may use
+    a replica)."""
     user_id = user if isinstance(user, uuid.UUID) else user.pk
-    return _scope((str(user_id), ""), using, atomic)
+    if not atomic:
+        return _scope((str(user_id), ""), using or replicas.reads_for(user_id), atomic)
+    return _writing(str(user_id), using or DEFAULT_DB_ALIAS)
+
+
+@contextmanager
+def _writing(user_id: str, using: str) -> Iterator[None]:
+    with _scope((user_id, ""), using, True):
+        replicas.written(user_id)
+        yield
 
 
 def all_users(

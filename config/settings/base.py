@@ -73,6 +73,8 @@ MIDDLEWARE = [
     # Before anything that can answer, so that errors and 413s carry CORS headers too.
     "corsheaders.middleware.CorsMiddleware",
     "core.middleware.ApiErrorMiddleware",
+    # Reads of GET requests to a replica that has the caller's writes (DATABASE_REPLICA_URLS).
+    "core.middleware.ReplicaReadsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -156,6 +158,26 @@ DATABASE_APP_URL = env.str("DATABASE_APP_URL", default="")
 DATABASE_SERVING_ROLE = str(env.db_url_config(DATABASE_APP_URL)["USER"]) if DATABASE_APP_URL else ""
 if DATABASE_APP_URL and env.str("DJANGO_DATABASE_ROLE", default="owner") == "app":
     DATABASES["default"] = database_from_url(DATABASE_APP_URL)
+
+# Hot standbys for reads (core/replicas.py), optional: reads of GET requests and of the
+# selectors go to one that has replayed the reader's last write, else to the primary. Serving
+# processes connect to them with the URLs' roles, so name the serving role there when
+# DATABASE_APP_URL is used. Requires REDIS_URL: the writes' positions are shared there.
+DATABASE_REPLICAS: list[str] = []
+for number, replica_url in enumerate(env.list("DATABASE_REPLICA_URLS", default=[]), start=1):
+    replica = database_from_url(replica_url)
+    if replica["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured("DATABASE_REPLICA_URLS must name PostgreSQL hot standbys.")
+    # A replica that does not answer is skipped after this wait, its reads going to the primary.
+    replica["OPTIONS"]["pool"]["timeout"] = env.float("DATABASE_REPLICA_POOL_TIMEOUT", default=1.0)  # type: ignore[index]
+    # Never created or migrated as a database of its own, in tests either: it is the primary's.
+    replica["TEST"] = {"MIRROR": "default"}
+    DATABASES[f"replica{number}"] = replica
+    DATABASE_REPLICAS.append(f"replica{number}")
+# A replica whose replay is further behind than this (seconds) serves no reads until it catches up.
+DATABASE_REPLICA_MAX_LAG = env.float("DATABASE_REPLICA_MAX_LAG", default=10.0)
+if DATABASE_REPLICAS:
+    DATABASE_ROUTERS = ["core.replicas.ReplicaRouter"]
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
@@ -326,6 +348,10 @@ LOGGING = {
 # Django's cache, which the throttles count in: Redis when REDIS_URL is set (shared by every
 # worker process, as throttling needs), else this process's memory.
 REDIS_URL = env.str("REDIS_URL", default="")
+if DATABASE_REPLICAS and not REDIS_URL:
+    raise ImproperlyConfigured(
+        "DATABASE_REPLICA_URLS needs REDIS_URL: every app server must see each user's last write there."
+    )
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:

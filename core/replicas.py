@@ -1,0 +1,259 @@
+"""Reads from streaming replicas, with read-your-writes.
+
+``DATABASE_REPLICA_URLS`` names hot standbys of the primary; the settings give them the
+aliases ``replica1``, ``replica2``, … (``settings.DATABASE_REPLICAS``) and install
+``ReplicaRouter``. Without it every function here leaves everything on the primary.
+
+Which reads may go to a replica: those of a read-only block (``read_only``: a GET, HEAD or
+OPTIONS API request, by core.middleware; a selector's call, by conversations.selectors), made
+outside any transaction on the primary (a write's reads stay with it). The block picks its
+database once, for the first user it reads for (``reads_for``, called by the token's user lookup
+and by ``rls.user_scope``): a replica that has replayed that user's last write, else the primary.
+
+Read-your-writes, after GitLab's database load balancer:
+- When a transaction that wrote for a user commits (``written``, called by
+  ``rls.user_scope(atomic=True)``), the primary's WAL insert position, which is at or past the
+  commit record, is kept in the shared cache (Redis, which the settings require with
+  replicas) under the user's id, only ever raised (a Lua max, so two servers finishing in either
+  order keep the newer), for ``DATABASE_REPLICA_MAX_LAG`` + 60 seconds: by then every replica
+  still in use has replayed it.
+- Each replica's replay position is cached in this process. A reader whose last write is at or
+  before it reads there at no extra cost; one whose write is newer asks the replica again, at
+  most every ``POSITION_MAX_AGE`` seconds, and reads from the primary until the replica has it.
+  So a read costs one GET in Redis, and a round trip to the replica only right after a write.
+- A replica is checked (position, lag, still streaming) at least every ``CHECK_INTERVAL``
+  seconds; one that cannot be reached, has stopped streaming, or lags more than
+  ``DATABASE_REPLICA_MAX_LAG`` seconds is skipped until a later check finds it well. A query
+  that is already on a replica when it fails is the usual 503.
+
+Row-level security is unchanged on a replica: the identity is a session setting, which a hot
+standby allows, set by the same lookup as on the primary.
+"""
+
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
+
+logger = logging.getLogger(__name__)
+
+# How old a replica's cached replay position may be before a reader whose write is newer asks
+# again: a few milliseconds, so that the replicas answer at most a few hundred of these a second
+# per process, however many reads there are.
+POSITION_MAX_AGE = 0.005
+# How often a replica in use is checked for lag and streaming, and how long one found failing
+# is left alone before the next try.
+CHECK_INTERVAL = 1.0
+RETRY_INTERVAL = 5.0
+
+# The replica's position (on a promoted one, which is now a primary, its own), how many
+# seconds its replay is behind (0 when it has replayed all it received), and whether it still
+# receives WAL (or is no standby any more): a WAL receiver process exists only while it is
+# connected to its primary or trying to. (Its status column is for pg_read_all_stats only.)
+CHECK_SQL = """
+SELECT
+    CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END
+        - '0/0'::pg_lsn,
+    CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+        ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 'Infinity')
+    END,
+    NOT pg_is_in_recovery() OR EXISTS (SELECT FROM pg_stat_wal_receiver)
+"""
+WRITTEN_SQL = "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"
+# Raise the stored position to ARGV[1], never lower it; either way it lives ARGV[2] more seconds.
+RAISE_LUA = """
+local stored = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) > stored then
+    redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+else
+    redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+"""
+
+
+@dataclass
+class _Replica:
+    """What this process last learnt of one replica."""
+
+    alias: str
+    position: int = -1
+    usable: bool = False
+    checked_at: float = float("-inf")
+    checking: threading.Lock = field(default_factory=threading.Lock)
+
+    def check_due(self, now: float) -> bool:
+        return now - self.checked_at >= (CHECK_INTERVAL if self.usable else RETRY_INTERVAL)
+
+
+@dataclass
+class _Block:
+    """A read-only block: the database its reads use, once chosen."""
+
+    alias: str | None = None
+
+
+_block: ContextVar[_Block | None] = ContextVar("replica_reads", default=None)
+_replicas: dict[str, _Replica] = {}
+_turns = itertools.count()
+
+
+def configured() -> bool:
+    return bool(settings.DATABASE_REPLICAS)
+
+
+@contextmanager
+def read_only() -> Iterator[None]:
+    """Mark the block as one that only reads: its reads may go to a replica that has the
+    reader's writes. Nested blocks keep the outer block's choice."""
+    if _block.get() is not None or not configured():
+        yield
+        return
+    token = _block.set(_Block())
+    try:
+        yield
+    finally:
+        _block.reset(token)
+
+
+def reads_for(user_id: uuid.UUID | str) -> str:
+    """The database that reads of ``user_id``'s rows use now: the read-only block's choice
+    (made now, for this user, if not made yet), the primary outside such a block or inside a
+    transaction on the primary."""
+    block = _block.get()
+    if block is None or connections[DEFAULT_DB_ALIAS].in_atomic_block:
+        return DEFAULT_DB_ALIAS
+    if block.alias is None:
+        block.alias = _choose(str(user_id))
+    return block.alias
+
+
+def use_primary() -> None:
+    """Send the rest of the read-only block to the primary (a row the replica does not
+    have yet, such as a user created by this very request)."""
+    block = _block.get()
+    if block is not None:
+        block.alias = DEFAULT_DB_ALIAS
+
+
+def written(user_id: uuid.UUID | str) -> None:
+    """Inside a transaction that writes for ``user_id``: once it commits, that user's reads
+    go to replicas only when they have replayed it."""
+    if configured():
+        transaction.on_commit(partial(_remember_write, str(user_id)), using=DEFAULT_DB_ALIAS)
+
+
+class ReplicaRouter:
+    """Reads of a read-only block to the database it chose; everything else, and migrations,
+    on the primary (a replica is read-only and follows the primary's schema)."""
+
+    def db_for_read(self, model: Any, **hints: Any) -> str | None:
+        block = _block.get()
+        if block is None or block.alias is None or connections[DEFAULT_DB_ALIAS].in_atomic_block:
+            return None
+        return block.alias
+
+    def db_for_write(self, model: Any, **hints: Any) -> str:
+        return DEFAULT_DB_ALIAS
+
+    def allow_relation(self, obj1: Any, obj2: Any, **hints: Any) -> bool:
+        return True
+
+    def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints: Any) -> bool:
+        return db == DEFAULT_DB_ALIAS
+
+
+def _written_key(user_id: str) -> str:
+    return f"replicas:written:{user_id}"
+
+
+def _remember_write(user_id: str) -> None:
+    from django.core.cache import cache
+
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        cursor.execute(WRITTEN_SQL)
+        (position,) = cursor.fetchone()
+    key = cache.make_and_validate_key(_written_key(user_id))
+    client = cache._cache.get_client(key, write=True)  # type: ignore[attr-defined]
+    client.eval(RAISE_LUA, 1, key, int(position), int(settings.DATABASE_REPLICA_MAX_LAG) + 60)
+
+
+def _last_write(user_id: str) -> int | None:
+    from django.core.cache import cache
+
+    position = cache.get(_written_key(user_id))
+    return int(position) if position is not None else None
+
+
+def _choose(user_id: str) -> str:
+    needed = _last_write(user_id)
+    aliases = settings.DATABASE_REPLICAS
+    start = next(_turns) % len(aliases)
+    for alias in aliases[start:] + aliases[:start]:
+        if _serves(_replica(alias), needed):
+            return alias
+    return DEFAULT_DB_ALIAS
+
+
+def _replica(alias: str) -> _Replica:
+    replica = _replicas.get(alias)
+    if replica is None:
+        replica = _replicas.setdefault(alias, _Replica(alias))
+    return replica
+
+
+def _serves(replica: _Replica, needed: int | None) -> bool:
+    """Whether ``replica`` may serve a reader whose last write is at ``needed``."""
+    now = time.monotonic()
+    if replica.check_due(now):
+        _check(replica)
+    if not replica.usable:
+        return False
+    if needed is None or replica.position >= needed:
+        return True
+    if now - replica.checked_at >= POSITION_MAX_AGE:
+        _check(replica)
+    return replica.usable and replica.position >= needed
+
+
+def _check(replica: _Replica) -> None:
+    """Ask the replica where it is, on this thread's connection to it (which the read then
+    uses). One thread at a time; the others go on with what was last learnt."""
+    if not replica.checking.acquire(blocking=False):
+        return
+    try:
+        connection = connections[replica.alias]
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(CHECK_SQL)
+                position, lag, streaming = cursor.fetchone()
+        except DatabaseError as exc:
+            connection.close()
+            _set_usable(replica, False, f"cannot be read ({exc.__class__.__name__}: {exc})")
+            return
+        replica.position = int(position) if position is not None else -1
+        if not streaming:
+            _set_usable(replica, False, "has stopped streaming from the primary")
+        elif lag > settings.DATABASE_REPLICA_MAX_LAG:
+            _set_usable(replica, False, f"lags {float(lag):.1f} s")
+        else:
+            _set_usable(replica, True, "serves reads")
+    finally:
+        replica.checked_at = time.monotonic()
+        replica.checking.release()
+
+
+def _set_usable(replica: _Replica, usable: bool, why: str) -> None:
+    if usable != replica.usable:
+        log = logger.info if usable else logger.warning
+        log("Replica %s %s", replica.alias, why)
+    replica.usable = usable
