@@ -133,7 +133,7 @@ def main() -> None:
     with replay_paused():
         record_write(ahead)
         wait_for(ahead, "default")
-        figures = timed(
+        figures: dict[str, Any] = timed(
             calls,
             {
                 "none": lambda: decide(none),
