@@ -58,16 +58,21 @@ test: lint test-sqlite test-postgresql test-cluster test-failover bench-smoke
 
 # The benchmark (issue 5): a throwaway PostgreSQL, 1,000,000 messages, the service under
 # gunicorn driven by wrk over loopback, controls F1 and P; about 15 minutes on 2 cores.
-# Prints the table, writes bench/results/results.json and bench/results/latency.png.
+# Then issue 15's rows (bench.replication) on a primary with a streaming standby and Redis,
+# about 5 minutes more. Prints the table, writes bench/results/results.json and
+# bench/results/latency.png.
 bench: install
 	bench/install-tools $(VENV)
 	scripts/with-postgres $(PYTHON) -m bench.run --profile full
+	scripts/with-redis scripts/with-replicated-postgres $(PYTHON) -m bench.replication --profile full
 
 # The same run on tiny data, part of `make test`: fails when a figure is missing, whatever
-# the timings (about a minute).
+# the timings (about a minute and a half).
 bench-smoke: install
 	bench/install-tools $(VENV)
 	scripts/with-postgres $(PYTHON) -m bench.run --profile smoke --output bench/results/tmp/smoke
+	scripts/with-redis scripts/with-replicated-postgres $(PYTHON) -m bench.replication --profile smoke \
+		--output bench/results/tmp/smoke
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
