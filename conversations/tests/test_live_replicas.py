@@ -1,0 +1,125 @@
+"""Read replicas with read-your-writes, live (issue 15): two gunicorn servers on the primary of
+``make test-cluster`` with its standby, which replays every commit 200 ms late, as their
+replica (DATABASE_REPLICA_URLS), and the run's Redis.
+
+A user who has just appended reads through the other server and must see the append; reads
+of users with no recent write are served by the replica, counted from the servers' own
+metrics (statements per database alias).
+"""
+
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from .live_server import LiveServer, postgres_database, same_database, start_gunicorn, stop_server
+from .test_live_http import CONVERSATIONS, Client, history_url, messages_url, register
+
+pytestmark = [pytest.mark.cluster, pytest.mark.postgresql]
+
+PAIRS = 1000
+PAIR_THREADS = 4
+
+
+@pytest.fixture
+def servers(tmp_path) -> Iterator[list[LiveServer]]:
+    delay = int(os.environ.get("STANDBY_APPLY_DELAY_MS_FOR_TESTS", "0"))
+    assert delay >= 200, "run by make test-cluster: the standby must replay at least 200 ms late"
+    assert os.environ.get("REDIS_URL"), "run by make test-cluster: replicas need Redis"
+    standby_port = os.environ["STANDBY_PORT_FOR_TESTS"]
+    with postgres_database(os.environ["DATABASE_URL"]) as database_url:
+        app_url = same_database(os.environ["DATABASE_APP_URL"], database_url)
+        standby = f"chat_app:chat_app@127.0.0.1:{standby_port}"
+        replica_url = urlsplit(app_url)._replace(netloc=standby).geturl()
+        started: list[LiveServer] = []
+        try:
+            for n in range(2):
+                metrics_dir = tmp_path / f"metrics{n}"
+                metrics_dir.mkdir()
+                workdir = tmp_path / f"server{n}"
+                workdir.mkdir()
+                env = {
+                    # One signing key, so that a token from either server is good on the other.
+                    "DJANGO_SECRET_KEY": "replicas-" + secrets.token_hex(24),
+                    "DATABASE_REPLICA_URLS": replica_url,
+                    "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+                }
+                if started:
+                    env["DJANGO_SECRET_KEY"] = started[0].env["DJANGO_SECRET_KEY"]
+                started.append(
+                    start_gunicorn(workdir, database_url, app_database_url=app_url, workers=2, extra_env=env)
+                )
+            yield started
+        finally:
+            for server in started:
+                stop_server(server)
+
+
+def statements_by_alias(server: LiveServer) -> dict[str, float]:
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    counts: dict[str, float] = {}
+    for labels, value in re.findall(r"^django_db_queries_total\{([^}]*)\} (\S+)$", text, re.MULTILINE):
+        alias = re.search(r'alias="([^"]*)"', labels)
+        if alias:
+            counts[alias.group(1)] = counts.get(alias.group(1), 0.0) + float(value)
+    return counts
+
+
+def on(client: Client, server: LiveServer) -> Client:
+    """The same user's client, through ``server``."""
+    other = Client(server, client.access)
+    other.user_id = client.user_id
+    return other
+
+
+def new_conversation(client: Client) -> str:
+    conversation_id: str = client.json(201, "POST", CONVERSATIONS, json={"title": "replicas"})["id"]
+    return conversation_id
+
+
+def test_a_user_always_reads_their_own_appends_through_either_server(servers):
+    def pairs(worker: int) -> int:
+        client = register(servers[worker % 2], f"ryw{worker}")
+        conversation_id = new_conversation(client)
+        clients = [on(client, server) for server in servers]
+        for n in range(PAIRS // PAIR_THREADS):
+            content = f"append {worker}-{n}"
+            writer, reader = clients[n % 2], clients[(n + 1) % 2]
+            writer.json(201, "POST", messages_url(conversation_id), json={"role": "user", "content": content})
+            history = reader.json(200, "GET", history_url(conversation_id))
+            assert history["messages"][-1]["content"] == content, (n, history["messages"][-2:])
+            conversation = reader.json(200, "GET", f"{CONVERSATIONS}{conversation_id}/")
+            assert conversation["message_count"] == n + 1
+        return PAIRS // PAIR_THREADS
+
+    with ThreadPoolExecutor(PAIR_THREADS) as pool:
+        assert sum(pool.map(pairs, range(PAIR_THREADS))) == PAIRS
+
+
+def test_most_reads_of_a_read_mostly_load_are_served_by_the_replica(servers):
+    users = [register(servers[n % 2], f"reader{n}") for n in range(8)]
+    conversations = [new_conversation(user) for user in users]
+    for user, conversation_id in zip(users, conversations, strict=True):
+        user.json(201, "POST", messages_url(conversation_id), json={"role": "user", "content": "hello"})
+    before = [statements_by_alias(server) for server in servers]
+    reads = 0
+    for round_ in range(20):
+        writer = round_ % len(users)
+        append = {"role": "user", "content": f"more {round_}"}
+        on(users[writer], servers[round_ % 2]).json(201, "POST", messages_url(conversations[writer]), json=append)
+        for n, (user, conversation_id) in enumerate(zip(users, conversations, strict=True)):
+            on(user, servers[n % 2]).json(200, "GET", history_url(conversation_id))
+            reads += 1
+    after = [statements_by_alias(server) for server in servers]
+    on_replica = sum(a.get("replica1", 0) - b.get("replica1", 0) for a, b in zip(after, before, strict=True))
+    on_primary = sum(a.get("default", 0) - b.get("default", 0) for a, b in zip(after, before, strict=True))
+    # A read served by the replica is two statements there (the token's user lookup, which also
+    # sets the identity, and the history); the writes add theirs on the primary.
+    served_by_replica = on_replica / 2
+    print(f"\n{reads} reads: {on_replica:.0f} statements on the replica, {on_primary:.0f} on the primary")
+    assert served_by_replica >= reads / 2, (on_replica, on_primary, reads)
