@@ -111,7 +111,8 @@ def test_most_reads_of_a_read_mostly_load_are_served_by_the_replica(servers):
     for round_ in range(20):
         writer = round_ % len(users)
         append = {"role": "user", "content": f"more {round_}"}
-        on(users[writer], servers[round_ % 2]).json(201, "POST", messages_url(conversations[writer]), json=append)
+        writing = on(users[writer], servers[round_ % 2])
+        writing.json(201, "POST", messages_url(conversations[writer]), json=append)
         for n, (user, conversation_id) in enumerate(zip(users, conversations, strict=True)):
             on(user, servers[n % 2]).json(200, "GET", history_url(conversation_id))
             reads += 1
