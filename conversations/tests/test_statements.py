@@ -265,6 +265,7 @@ RAW_SQL_ALLOWED = {
     "conversations/checks.py": "the system check's role query",
     "conversations/portability.py": "an export's SET TRANSACTION",
     "conversations/search.py": "full-text matching, ranking and snippets (tsvector, FTS5)",
+    "core/replicas.py": "the primary's WAL position after a write, a replica's replay position and lag",
 }
 RAW_SQL = re.compile(r"\.execute\(|\.raw\(|\bRawSQL\b|\.extra\(")
 
