@@ -17,8 +17,9 @@ import os
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,7 @@ def register(server: LiveServer, prefix: str) -> User:
     return User(tokens.json()["access"], created.json()["id"])
 
 
-def at_once(calls: list[Callable[[], requests.Response]]) -> list[requests.Response]:
+def at_once(calls: Sequence[Callable[[], requests.Response]]) -> list[requests.Response]:
     """Every call in a thread of its own, all released at the same moment; the answers in
     the order of ``calls``."""
     barrier = threading.Barrier(len(calls))
@@ -188,7 +189,7 @@ def test_a_users_limit_holds_across_both_servers_at_once(pair, throttled):
     for burst in range(3):
         user = register(pair.servers[0], f"burst{burst}")
         calls = [
-            (lambda server=throttled.servers[n % 2], user=user: user.request(server, "GET", CONVERSATIONS))
+            partial(user.request, throttled.servers[n % 2], "GET", CONVERSATIONS)
             for n in range(3 * USER_LIMIT)
         ]
         assert_exactly_the_limit_admitted(at_once(calls))
@@ -215,14 +216,13 @@ def test_duplicate_appends_sent_to_both_servers_at_once_create_one_message(pair)
     for round_ in range(ROUNDS):
         keys = [f"round-{round_}-key-{k}-{secrets.token_hex(4)}" for k in range(KEYS_PER_ROUND)]
         calls = [
-            (
-                lambda server=server, key=key: user.request(
-                    server,
-                    "POST",
-                    messages_url(cid),
-                    json={"role": "user", "content": key},
-                    headers={"Idempotency-Key": key},
-                )
+            partial(
+                user.request,
+                server,
+                "POST",
+                messages_url(cid),
+                json={"role": "user", "content": key},
+                headers={"Idempotency-Key": key},
             )
             for key in keys
             for server in pair.servers
