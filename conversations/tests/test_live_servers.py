@@ -295,3 +295,27 @@ def test_both_servers_give_one_etag_and_honour_each_others(pair):
     assert etags(user, one, paths) == after
     for path, etag in after.items():
         assert user.request(one, "GET", path, headers={"If-None-Match": etag}).status_code == 304, path
+
+
+# -- pages ----------------------------------------------------------------------------------
+
+
+def test_a_cursor_from_one_server_goes_on_at_the_other(pair):
+    """Cursors are signed with the secret key both servers share."""
+    user = register(pair.servers[0], "pages")
+    cid = user.json(pair.servers[0], 201, "POST", CONVERSATIONS, json={"title": "pages"})["id"]
+    sent = [f"message {n}" for n in range(5)]
+    user.json(
+        pair.servers[1], 201, "POST", messages_url(cid), json=[{"role": "user", "content": c} for c in sent]
+    )
+
+    walked, path, turn = [], f"{messages_url(cid)}?page_size=2", 0
+    while path:
+        server = pair.servers[turn % 2]
+        page = user.json(server, 200, "GET", path)
+        walked += [message["content"] for message in page["results"]]
+        path = page["next"] and page["next"].removeprefix(server.url)
+        turn += 1
+
+    assert walked == sent
+    assert turn == 3
