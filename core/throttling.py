@@ -87,7 +87,8 @@ class WindowThrottle(throttling.SimpleRateThrottle):
 
 
 def spend(cache: BaseCache, key: str, *, now: float, limit: int, duration: int) -> Window:
-    """Admit a request at ``now`` to the window of ``key`` if it has room, and record it."""
+    """Admit a request at ``now`` to the window of ``key`` if it has room, and record it. The
+    settings make the cache Redis (REDIS_URL) or this process's memory, nothing else."""
     if isinstance(cache, RedisCache):
         return _spend_in_redis(cache, key, now=now, limit=limit, duration=duration)
     return _spend_in_this_process(cache, key, now=now, limit=limit, duration=duration)
