@@ -5,6 +5,7 @@ step, so requests arriving at once never admit more than the limit."""
 
 import os
 import secrets
+import socket
 import sys
 import threading
 
@@ -153,3 +154,24 @@ def test_a_throttled_request_is_429_with_retry_after(cache_kind, settings, monke
     assert [a.status_code for a in answers] == [status.HTTP_200_OK] * 2 + [status.HTTP_429_TOO_MANY_REQUESTS]
     assert 0 < int(answers[2]["Retry-After"]) <= DURATION
     assert client.get(reverse("test-echo"), REMOTE_ADDR="203.0.113.10").status_code == status.HTTP_200_OK
+
+
+def test_an_unreachable_redis_is_a_503_with_retry_after(settings, monkeypatch):
+    """Not a 500: the throttles cannot count, so nothing is served until Redis is back."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{closed_port}/0",
+        }
+    }
+    rates = {"anon": "2/minute", "user": None, "login": None}
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
+
+    response = APIClient().get(reverse("test-echo"), REMOTE_ADDR="203.0.113.9")
+
+    assert response.status_code == status.HTTP_503_SERVICE_UNAVAILABLE
+    assert response["Retry-After"] == "5"
+    assert response.json() == {"detail": "The shared cache is unavailable. Try again shortly."}
