@@ -45,7 +45,7 @@ DESCRIPTIONS = {
     "413": "The body is larger than API_MAX_BODY_BYTES.",
     "415": "The body is not application/json.",
     "429": "Too many requests; see Retry-After.",
-    "503": "The database cannot be reached; see Retry-After.",
+    "503": "The database or Redis cannot be reached; see Retry-After.",
 }
 RETRY_STATUSES = {"429", "503"}
 

@@ -1,4 +1,5 @@
-"""Deployment checks of the service's own settings (``manage.py check --deploy``)."""
+"""Checks of the service's own settings: deployment checks (``manage.py check --deploy``) and
+those of production-like settings (DEBUG off), which every ``manage.py`` command runs."""
 
 from collections.abc import Sequence
 from typing import Any
@@ -6,6 +7,7 @@ from typing import Any
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Tags, Warning, register
+from django.db import DEFAULT_DB_ALIAS, connections
 
 
 @register(Tags.security, deploy=True)
@@ -23,5 +25,25 @@ def metrics_open_to_loopback(
             hint="Set METRICS_ALLOW_LOOPBACK=false and give scrapers METRICS_ALLOWED_NETWORKS or "
             "METRICS_TOKEN.",
             id="operations.W001",
+        )
+    ]
+
+
+@register(Tags.caches)
+def throttles_counted_per_process(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Without REDIS_URL the cache is each process's memory, and the throttles count there: a
+    deployment on PostgreSQL runs several workers, often several servers, and each admits a
+    whole quota. SQLite means one machine in development, and DEBUG on means development."""
+    if settings.DEBUG or settings.REDIS_URL or connections[DEFAULT_DB_ALIAS].vendor != "postgresql":
+        return []
+    return [
+        Warning(
+            "REDIS_URL is unset: the throttles (API_THROTTLE_USER, _ANON, _LOGIN, _EXPORT) count in "
+            "each process's memory, so every gunicorn worker on every server admits a whole quota "
+            "of its own.",
+            hint="Set REDIS_URL to a Redis that every worker and server shares (README, Deployment).",
+            id="operations.W002",
         )
     ]

@@ -16,6 +16,8 @@ from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework import exceptions, status
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
@@ -55,6 +57,15 @@ class DatabaseUnavailable(exceptions.APIException):
     wait = DATABASE_RETRY_AFTER_SECONDS
 
 
+class CacheUnavailable(exceptions.APIException):
+    """Redis (REDIS_URL), where every request's throttles count, cannot be reached."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The shared cache is unavailable. Try again shortly."
+    default_code = "cache_unavailable"
+    wait = DATABASE_RETRY_AFTER_SECONDS
+
+
 def as_api_exception(exc: Exception) -> Exception:
     """The DRF exception that stands for ``exc``; ``exc`` itself when DRF knows it or it is a bug."""
     if isinstance(exc, Http404):
@@ -70,11 +81,15 @@ def as_api_exception(exc: Exception) -> Exception:
     if isinstance(exc, OperationalError | InterfaceError):
         logger.error("Database unavailable: %s", exc)
         return DatabaseUnavailable()
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        logger.error("Redis unavailable: %s", exc)
+        return CacheUnavailable()
     return exc
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler, plus 404, 413, 400 and 503 for Django's exceptions of those kinds.
+    """DRF's handler, plus 404, 413, 400 and 503 for Django's exceptions of those kinds (and
+    503 for an unreachable Redis).
 
     Any other exception gives None, so DRF re-raises it and ``ApiErrorMiddleware`` answers
     with the JSON 500.

@@ -146,6 +146,39 @@ def test_check_deploy_warns_of_metrics_trusting_loopback(production_env, change,
     assert ("operations.W001" in result.stdout + result.stderr) == warned
 
 
+# Never connected to: the checks below read settings only.
+POSTGRES_URL = "postgres://chat:chat@127.0.0.1:9/chat"
+
+
+@pytest.mark.parametrize(
+    ("change", "warned"),
+    [
+        ({"DATABASE_URL": POSTGRES_URL}, True),
+        ({"DATABASE_URL": POSTGRES_URL, "REDIS_URL": "redis://127.0.0.1:6379/0"}, False),
+        ({}, False),
+        (
+            {
+                "DATABASE_URL": POSTGRES_URL,
+                "DJANGO_SETTINGS_MODULE": "config.settings.base",
+                "DJANGO_DEBUG": "true",
+            },
+            False,
+        ),
+    ],
+    ids=["postgresql without redis", "postgresql with redis", "sqlite", "postgresql in development"],
+)
+def test_check_warns_of_throttles_counted_per_process(production_env, change, warned):
+    """Several workers or servers on PostgreSQL need REDIS_URL, or each counts its own quota.
+    A plain ``check`` says so, as ``migrate`` at every container start does."""
+    result = manage({**production_env, **change}, "check", "--fail-level", "WARNING")
+
+    output = result.stdout + result.stderr
+    assert (result.returncode != 0) == warned, output
+    assert ("operations.W002" in output) == warned
+    if warned:
+        assert "REDIS_URL is unset" in output
+
+
 PROBE = """
 import json
 import django
