@@ -27,19 +27,14 @@ what a second machine would add. The exit status is non-zero when a figure is mi
 the replica server sent no statement to the replica), whatever the timings.
 """
 
-import argparse
-import contextlib
 import json
-import logging
 import os
 import re
 import statistics
 import subprocess
 import sys
 import time
-import traceback
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,20 +42,12 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from bench import loadgen, server
+from bench import harness, loadgen, server
+from bench.harness import BENCH_DIR, TMP_DIR
 from bench.loaddata import admin_url, load_stage, progress, vacuum_analyze
 from bench.loadgen import Target
-from bench.run import (
-    RESULTS_DIR,
-    TMP_DIR,
-    latency_ratio,
-    print_table,
-    round_ratios,
-    server_environment,
-    with_database,
-)
+from bench.run import latency_ratio, print_table, round_ratios, with_database
 
-BENCH_DIR = Path(__file__).resolve().parent
 # Every row of this module starts so; a merge replaces the rows of an earlier run.
 ROW_PREFIX = "15"
 STANDBY_NAME = "standby1"  # scripts/with-replicated-postgres's application_name
@@ -182,31 +169,15 @@ def statements_by_alias(base_url: str) -> dict[str, float]:
 # -- the run ---------------------------------------------------------------------------------
 
 
-class ReplicationBench:
+class ReplicationBench(harness.Steps):
     def __init__(self, profile: Profile, database_url: str, env: dict[str, str]) -> None:
+        super().__init__("bench.replication")
         self.p = profile
         self.database_url = database_url
         self.env = env
         self.standby_port = int(os.environ["STANDBY_PORT_FOR_TESTS"])
         self.database = urlsplit(database_url).path.lstrip("/")
-        self.started = time.perf_counter()
         self.figures: dict[str, Any] = {}
-        self.errors: list[dict[str, str]] = []
-
-    @contextlib.contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        progress(f"bench.replication: {name} (at {time.perf_counter() - self.started:.0f} s)")
-        try:
-            yield
-        except Exception as exc:  # noqa: BLE001 (one failed row must not lose the others)
-            progress(f"bench.replication: {name} FAILED: {exc!r}")
-            self.errors.append(
-                {
-                    "step": f"replication: {name}",
-                    "error": repr(exc),
-                    "traceback": traceback.format_exc()[-3000:],
-                }
-            )
 
     @property
     def replica_url(self) -> str:
@@ -219,9 +190,7 @@ class ReplicationBench:
         env = dict(self.env)
         if replicas:
             env["DATABASE_REPLICA_URLS"] = self.replica_url
-        workers = int(os.environ.get("BENCH_WORKERS", "2"))
-        threads = int(os.environ.get("BENCH_THREADS", "4"))
-        return server.start("gthread", env=env, workers=workers, threads=threads, log_dir=TMP_DIR)
+        return harness.start_server("gthread", env)
 
     def wrk(
         self, srv: server.Server, targets: list[Target], *, seconds: float, connections: int
@@ -404,11 +373,11 @@ class ReplicationBench:
     def run(self) -> None:
         progress("bench.replication: load the data")
         self.prepare_data()
-        with self.step("15b history throughput with one replica vs primary only"):
+        with self.step("replication: 15b history throughput with one replica vs primary only"):
             self.history_throughput()
-        with self.step("15c the read-your-writes check per read"):
+        with self.step("replication: 15c the read-your-writes check per read"):
             self.ryw_cost()
-        with self.step("15a append latency with a synchronous standby vs asynchronous"):
+        with self.step("replication: 15a append latency with a synchronous standby vs asynchronous"):
             self.append_latency()
         self.figures["seconds_total"] = time.perf_counter() - self.started
 
@@ -490,24 +459,13 @@ def merge_results(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    args, database_url, env = harness.setup(
+        __doc__ or "",
+        PROFILES,
+        usage="bench.replication: run through scripts/with-redis scripts/with-replicated-postgres",
+        requires=("STANDBY_PORT_FOR_TESTS", "REDIS_URL"),
     )
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR)
-    args = parser.parse_args()
     profile = PROFILES[args.profile]
-    database_url = os.environ.get("DATABASE_URL", "")
-    missing = [v for v in ("STANDBY_PORT_FOR_TESTS", "REDIS_URL") if not os.environ.get(v)]
-    if not database_url.startswith(("postgres://", "postgresql://")) or missing:
-        sys.exit("bench.replication: run through scripts/with-redis scripts/with-replicated-postgres")
-    env = server_environment(database_url)
-    os.environ.update(env)
-    import django
-
-    django.setup()
-    logging.getLogger("audit").setLevel(logging.WARNING)
-    TMP_DIR.mkdir(parents=True, exist_ok=True)
     bench = ReplicationBench(profile, database_url, env)
     try:
         bench.run()
@@ -517,11 +475,9 @@ def main() -> None:
         print_table(results["targets"], results.get("worker_classes"))
         print(f"bench.replication: {args.output / 'results.json'}")
         print(f"bench.replication: {time.perf_counter() - bench.started:.0f} s in all")
-    absent = [r["name"] for r in new_rows if not r["figure"]]
-    if absent or bench.errors:
-        failed = [e["step"] for e in bench.errors]
-        print(f"bench.replication: figures missing: {absent}; failed steps: {failed}", file=sys.stderr)
-        sys.exit(1)
+    harness.exit_if_incomplete(
+        "bench.replication", [r["name"] for r in new_rows if not r["figure"]], bench.errors
+    )
 
 
 if __name__ == "__main__":

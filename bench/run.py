@@ -29,20 +29,16 @@ The exit status is non-zero when a figure could not be produced (not when a targ
 missed), which is what ``make bench-smoke`` asserts.
 """
 
-import argparse
 import contextlib
 import importlib
 import json
-import logging
 import os
 import platform
 import random
-import secrets
 import statistics
 import subprocess
 import sys
 import time
-import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -51,13 +47,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from bench import loadgen
+from bench import harness, loadgen
+from bench.harness import BENCH_DIR, TMP_DIR
 from bench.loaddata import ConversationInfo, load_conversation, load_stage, progress, vacuum_analyze, verify
 from bench.loadgen import Target
 
-BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCH_DIR / "results"
-TMP_DIR = RESULTS_DIR / "tmp"
 # A budget that cuts most 50-message windows short (about 58 tokens a message in the data).
 BINDING_BUDGET = 1_000
 # The leading time indexes (conversations' migration 0006) that every append maintains.
@@ -144,24 +138,6 @@ PROFILES = {
 }
 
 
-def server_environment(database_url: str) -> dict[str, str]:
-    """The deployment's variables: DEBUG off, a real secret, the pool's defaults. Tokens
-    outlive the run, and DRF's throttles are off so that a load generator sending a few
-    thousand requests a second as 100 users measures the service rather than its 429s."""
-    return {
-        "DATABASE_URL": database_url,
-        "DJANGO_SETTINGS_MODULE": "bench.settings",
-        "DJANGO_DEBUG": "false",
-        "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "JWT_ACCESS_TOKEN_LIFETIME": str(6 * 3600),
-        "API_THROTTLE_USER": "none",
-        "API_THROTTLE_ANON": "none",
-        "API_THROTTLE_LOGIN": "none",
-        "API_THROTTLE_EXPORT": "none",
-    }
-
-
 def http(
     url: str, *, token: str, method: str = "GET", body: str = "", headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
@@ -214,14 +190,13 @@ def machine() -> dict[str, Any]:
     }
 
 
-class Bench:
+class Bench(harness.Steps):
     def __init__(self, profile: Profile, database_url: str, env: dict[str, str]) -> None:
+        super().__init__("bench")
         self.p = profile
         self.database_url = database_url
         self.env = env
-        self.started = time.perf_counter()
         self.figures: dict[str, Any] = {}
-        self.errors: list[dict[str, str]] = []
         self.rng = random.Random(5)
         self.base_url = ""
         self.main_server: Any = None
@@ -229,17 +204,6 @@ class Bench:
         self.memory_points: list[dict[str, int]] = []
 
     # -- plumbing ---------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        progress(f"bench: {name} (at {time.perf_counter() - self.started:.0f} s)")
-        try:
-            yield
-        except Exception as exc:  # noqa: BLE001 (one failed figure must not lose the others)
-            progress(f"bench: {name} FAILED: {exc!r}")
-            self.errors.append(
-                {"step": name, "error": repr(exc), "traceback": traceback.format_exc()[-3000:]}
-            )
 
     def wrk(
         self, targets: list[Target], *, seconds: float, connections: int, base_url: str = ""
@@ -296,16 +260,13 @@ class Bench:
 
     def start_server(self, kind: str, *, database: str | None = None, main: bool = True) -> Any:
         """gunicorn on the main database, or on the database named ``database``."""
-        from bench import server
-
-        workers = int(os.environ.get("BENCH_WORKERS", "2"))
-        threads = int(os.environ.get("BENCH_THREADS", "4"))
         env = dict(self.env)
         if database:
             env["DATABASE_URL"] = with_database(self.database_url, database)
             if os.environ.get("DATABASE_APP_URL"):
                 env["DATABASE_APP_URL"] = with_database(os.environ["DATABASE_APP_URL"], database)
-        srv = server.start(kind, env=env, workers=workers, threads=threads, log_dir=TMP_DIR)
+        srv = harness.start_server(kind, env)
+        workers, threads = harness.server_shape()
         if main:
             self.base_url = srv.url
             self.figures.setdefault("servers", {})[kind] = {
@@ -789,10 +750,7 @@ class Bench:
         conversation (in the full run 100,000 messages, plus their share of the rest). The
         figure is that worker's peak resident set (VmHWM, reset after a warm-up export of
         another user) over its resident set before."""
-        from bench import server
-
-        threads = int(os.environ.get("BENCH_THREADS", "4"))
-        srv = server.start("gthread", env=self.env, workers=1, threads=threads, log_dir=TMP_DIR)
+        srv = harness.start_server("gthread", self.env, workers=1)
         try:
             (pid,) = srv.worker_pids()
             status, _, _ = http(f"{srv.url}/api/v1/export/", token=self.tokens[str(self.users[0].pk)])
@@ -1669,24 +1627,12 @@ def plot(figures: dict[str, Any], path: Path) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    args, database_url, env = harness.setup(
+        __doc__ or "",
+        PROFILES,
+        usage="bench: DATABASE_URL must name a PostgreSQL database (run through scripts/with-postgres)",
     )
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR)
-    args = parser.parse_args()
     profile = PROFILES[args.profile]
-    database_url = os.environ.get("DATABASE_URL", "")
-    if not database_url.startswith(("postgres://", "postgresql://")):
-        sys.exit("bench: DATABASE_URL must name a PostgreSQL database (run through scripts/with-postgres)")
-    env = server_environment(database_url)
-    os.environ.update(env)
-    import django
-
-    django.setup()
-    # The service's audit log line per request is the server's business, not the harness's.
-    logging.getLogger("audit").setLevel(logging.WARNING)
-    TMP_DIR.mkdir(parents=True, exist_ok=True)
     for old in [*TMP_DIR.glob("server-*.log"), *TMP_DIR.glob("py-spy-*")]:
         old.unlink()  # an earlier run's logs and profiles
     bench = Bench(profile, database_url, env)
@@ -1719,12 +1665,7 @@ def main() -> None:
         missing.append("worker class comparison")
     if not plotted:
         missing.append("latency plot")
-    if missing or bench.errors:
-        print(
-            f"bench: figures missing: {missing}; failed steps: {[e['step'] for e in bench.errors]}",
-            file=sys.stderr,
-        )
-        sys.exit(1)
+    harness.exit_if_incomplete("bench", missing, bench.errors)
 
 
 if __name__ == "__main__":

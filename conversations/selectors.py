@@ -46,27 +46,30 @@ def conversation_list_versioned(*, user: User) -> QuerySet[Conversation]:
 
 
 @audit.audited("conversation.list")
+@replicas.reads
 def conversation_list_version(*, user: User) -> int:
     """The user's conversation list version, which moves with every change to any of their
     conversations (triggers of migration 0011): one row by key, the whole of the list's
     304. 0 for a user who has never had a conversation."""
-    with replicas.read_only(), user_scope(user):
+    with user_scope(user):
         version = ConversationListVersion.objects.filter(user=user).values_list("version", flat=True)
         return next(iter(version), 0)
 
 
 @audit.audited("conversation.read")
+@replicas.reads
 def conversation_get(*, user: User, conversation_id: uuid.UUID | str) -> Conversation:
-    with replicas.read_only(), user_scope(user):
+    with user_scope(user):
         return conversation_list(user=user).get(pk=conversation_id)
 
 
 @audit.audited("conversation.read")
+@replicas.reads
 def conversation_version(*, user: User, conversation_id: uuid.UUID | str) -> int:
     """The conversation's version, which moves with every change to it or its messages: one
     row by key, the whole of a conditional request's 304. Raises
     ``Conversation.DoesNotExist`` when the conversation is not the user's."""
-    with replicas.read_only(), user_scope(user):
+    with user_scope(user):
         version = statements.conversation_version(
             user_id=user.pk, conversation_id=conversation_id, using=replicas.reads_for(user.pk)
         )
@@ -85,12 +88,13 @@ def message_list(*, user: User, conversation_id: uuid.UUID | str) -> QuerySet[Me
     return Message.objects.filter(conversation_id=conversation_id, user=user).order_by("seq")
 
 
+@replicas.reads
 def ensure_conversation(*, user: User, conversation_id: uuid.UUID | str, found_rows: bool) -> None:
     """Raise ``Conversation.DoesNotExist`` unless rows were found in the conversation or
     it is the user's (and empty)."""
     if found_rows:
         return
-    with replicas.read_only(), user_scope(user):
+    with user_scope(user):
         if not conversation_list(user=user).filter(pk=conversation_id).exists():
             raise Conversation.DoesNotExist
 
@@ -130,6 +134,7 @@ class HistoryWindow:
     version: int
 
 
+@replicas.reads
 def history_window(
     *,
     user: User,
@@ -144,7 +149,6 @@ def history_window(
     if max_tokens is not None:
         max_tokens = min(max_tokens, HISTORY_MAX_TOKENS)
     with (
-        replicas.read_only(),
         user_scope(user),
         statements.history_rows(
             user_id=user.pk,
@@ -202,16 +206,18 @@ def _check_history_parameters(*, limit: int, max_tokens: int | None, start: str,
 
 
 @audit.audited("conversation.list")
+@replicas.reads
 def conversations_newest_first(*, user: User) -> list[Conversation]:
     """All of the user's conversations, most recently active first."""
-    with replicas.read_only(), user_scope(user):
+    with user_scope(user):
         return list(conversation_list(user=user).order_by("-updated_at", "-id"))
 
 
 @audit.audited("message.list")
+@replicas.reads
 def messages_in_order(*, user: User, conversation_id: uuid.UUID | str) -> list[Message]:
     """All of the conversation's messages in append order."""
-    with replicas.read_only(), user_scope(user):
+    with user_scope(user):
         messages = list(message_list(user=user, conversation_id=conversation_id))
         ensure_conversation(user=user, conversation_id=conversation_id, found_rows=bool(messages))
     return messages
@@ -229,12 +235,13 @@ class MessageContent(NamedTuple):
 
 
 @audit.audited("message.list")
+@replicas.reads
 def message_contents(
     *, user: User, conversation_id: uuid.UUID | str, newest: int | None = None
 ) -> list[MessageContent]:
     """What the conversation's messages say, in append order; with ``newest``, only that many
     of the newest. One query whenever the conversation has messages."""
-    with replicas.read_only(), user_scope(user):
+    with user_scope(user):
         messages = message_list(user=user, conversation_id=conversation_id)
         if newest is not None:
             messages = messages.order_by("-seq")[:newest]

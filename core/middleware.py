@@ -161,7 +161,8 @@ def undeclared_body(request: HttpRequest) -> BinaryIO | None:
 
 class ReplicaReadsMiddleware:
     """GET, HEAD and OPTIONS only read: their reads may go to a replica that has the caller's
-    writes (core/replicas.py). Every other method stays on the primary."""
+    writes (core/replicas.py), and one that the replica failed (a 503 from its connection) is
+    answered again from the primary. Every other method stays on the primary."""
 
     SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -172,4 +173,7 @@ class ReplicaReadsMiddleware:
         if request.method not in self.SAFE_METHODS:
             return self.get_response(request)
         with replicas.read_only():
-            return self.get_response(request)
+            response = self.get_response(request)
+            if response.status_code == 503 and replicas.replica_failed():
+                response = self.get_response(request)
+            return response

@@ -23,29 +23,38 @@ Read-your-writes, after GitLab's database load balancer:
   So a read costs one GET in Redis, and a round trip to the replica only right after a write.
 - A replica is checked (position, lag, still streaming) at least every ``CHECK_INTERVAL``
   seconds; one that cannot be reached, has stopped streaming, or lags more than
-  ``DATABASE_REPLICA_MAX_LAG`` seconds is skipped until a later check finds it well. A query
-  that is already on a replica when it fails is the usual 503.
+  ``DATABASE_REPLICA_MAX_LAG`` seconds is skipped until a later check finds it well.
+- A read that fails on its replica (the replica died under it, or cannot be connected to) is
+  run again on the primary, once: a read-only request by core.middleware (its throttle counts
+  it twice), a selector by ``reads`` (``replica_failed`` says whether the failure was the
+  replica's). A replica whose connection no longer works is skipped at once, not at its next
+  check.
 
 Row-level security is unchanged on a replica: the identity is a session setting, which a hot
 standby allows, set by the same lookup as on the primary.
 """
 
+import contextlib
+import functools
 import itertools
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 
 logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # How old a replica's cached replay position may be before a reader whose write is newer asks
 # again: a few milliseconds, so that the replicas answer at most a few hundred of these a second
@@ -123,6 +132,44 @@ def read_only() -> Iterator[None]:
         yield
     finally:
         _block.reset(token)
+
+
+def reads(function: Callable[P, R]) -> Callable[P, R]:
+    """``function`` as a read-only block (``read_only``); when a replica it read from fails
+    under it, run once more on the primary."""
+
+    @functools.wraps(function)
+    def reading(*args: P.args, **kwargs: P.kwargs) -> R:
+        with read_only():
+            try:
+                return function(*args, **kwargs)
+            except DatabaseError:
+                if not replica_failed():
+                    raise
+            return function(*args, **kwargs)
+
+    return reading
+
+
+def replica_failed() -> bool:
+    """After a database error in a read-only block: whether it was the replica's that the
+    block reads from. If so the rest of the block reads from the primary, and a replica whose
+    connection no longer works is skipped until a later check finds it well."""
+    block = _block.get()
+    if block is None or block.alias is None or block.alias == DEFAULT_DB_ALIAS:
+        return False
+    connection = connections[block.alias]
+    if not connection.errors_occurred:  # Django's flag: an error that may break the connection
+        return False
+    connection.errors_occurred = False
+    if not connection.is_usable():
+        replica = _replica(block.alias)
+        replica.checked_at = time.monotonic()
+        _set_usable(replica, False, "failed under a read")
+    with contextlib.suppress(DatabaseError):
+        connection.close()
+    block.alias = DEFAULT_DB_ALIAS
+    return True
 
 
 def reads_for(user_id: uuid.UUID | str) -> str:

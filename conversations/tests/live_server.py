@@ -23,11 +23,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -59,6 +60,28 @@ class LiveServer:
         """The pids of the server process's children: gunicorn's workers (Linux only)."""
         pid = self.process.pid
         return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+class ClientThreads:
+    """``count`` threads, each calling ``run(n)``: a ``with`` block starts them, and at its
+    end sets ``stopping`` (which ``run`` watches between requests) and joins them."""
+
+    def __init__(self, count: int) -> None:
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(n,)) for n in range(count)]
+
+    def __enter__(self) -> Self:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join()
+
+    def run(self, n: int) -> None:
+        raise NotImplementedError
 
 
 def free_port() -> int:

@@ -22,7 +22,6 @@ primary.
 import itertools
 import os
 import secrets
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ import requests
 from django.db import connections
 
 from .live_server import (
+    ClientThreads,
     LiveServer,
     PostgresCluster,
     owner_connection,
@@ -165,7 +165,7 @@ class Answer:
     body: str = ""
 
 
-class Load:
+class Load(ClientThreads):
     """``CLIENTS`` threads appending one message after another, each through the servers in
     turn, until stopped; every answer is kept. A connection per request, so that every worker
     of a server gets some."""
@@ -173,18 +173,7 @@ class Load:
     def __init__(self, servers: list[LiveServer], clients: list[tuple[Client, str]]) -> None:
         self.servers, self.clients = servers, clients
         self.answers: list[Answer] = []
-        self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self.run, args=(n,)) for n in range(len(clients))]
-
-    def __enter__(self) -> "Load":
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join()
+        super().__init__(len(clients))
 
     def run(self, n: int) -> None:
         client, cid = self.clients[n]

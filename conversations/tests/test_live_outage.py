@@ -16,7 +16,6 @@ happens and drops those dead connections, so later tests are unaffected.
 import itertools
 import json
 import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ import requests
 from django.db import connections
 
 from .live_server import (
+    ClientThreads,
     PostgresCluster,
     ServedDatabase,
     gunicorn_on_own_database,
@@ -97,26 +97,15 @@ class Answer:
     described: str = ""
 
 
-class Driver:
+class Driver(ClientThreads):
     """Client threads sending appends and history reads, one after another, until stopped;
     every answer is kept. A connection per request, so that every worker gets some."""
 
     def __init__(self, served: ServedDatabase, token: str, cid: str) -> None:
         self.served, self.token, self.cid = served, token, cid
         self.answers: list[Answer] = []
-        self.stopping = threading.Event()
         self.counter = itertools.count()
-        self.threads = [threading.Thread(target=self.run, args=(n,)) for n in range(DRIVERS)]
-
-    def __enter__(self) -> "Driver":
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join()
+        super().__init__(DRIVERS)
 
     def run(self, n: int) -> None:
         url = self.served.server.url

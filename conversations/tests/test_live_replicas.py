@@ -4,20 +4,33 @@ replica (DATABASE_REPLICA_URLS), and the run's Redis.
 
 A user who has just appended reads through the other server and must see the append; reads
 of users with no recent write are served by the replica, counted from the servers' own
-metrics (statements per database alias).
+metrics (statements per database alias); when the replica dies under a read load, the reads
+carry on from the primary.
 """
 
 import os
 import re
 import secrets
+import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 import requests
 
-from .live_server import LiveServer, postgres_database, same_database, start_gunicorn, stop_server
+from .live_server import (
+    ClientThreads,
+    LiveServer,
+    PostgresCluster,
+    postgres_database,
+    same_database,
+    start_gunicorn,
+    stop_server,
+)
 from .test_live_http import CONVERSATIONS, Client, history_url, messages_url, register
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgresql]
@@ -124,3 +137,69 @@ def test_most_reads_of_a_read_mostly_load_are_served_by_the_replica(servers):
     served_by_replica = on_replica / 2
     print(f"\n{reads} reads: {on_replica:.0f} statements on the replica, {on_primary:.0f} on the primary")
     assert served_by_replica >= reads / 2, (on_replica, on_primary, reads)
+
+
+@pytest.fixture
+def killable_standby(servers) -> Iterator[PostgresCluster]:
+    """The standby, which the test may kill; started again afterwards (after ``servers``
+    stop, before their database is dropped: a synchronous standby must be back for that
+    commit), and streaming again before the next test."""
+    standby = PostgresCluster(
+        Path(os.environ["STANDBY_PGDATA_FOR_TESTS"]), Path(os.environ["PG_BIN_FOR_TESTS"])
+    )
+    yield standby
+    if not standby.is_running():
+        standby.start()
+    superuser = f"host=127.0.0.1 port={os.environ['PGPORT_FOR_TESTS']} user=postgres dbname=postgres"
+    deadline = time.monotonic() + 60
+    with psycopg.connect(superuser, autocommit=True) as conn:
+        while not conn.execute("SELECT FROM pg_stat_replication WHERE state = 'streaming'").fetchall():
+            assert time.monotonic() < deadline, "the standby did not stream again within 60 s"
+            time.sleep(0.1)
+
+
+class Readers(ClientThreads):
+    """Threads reading histories through both servers, one request after another, until
+    stopped; every status kept with the time it came (``None``: no answer at all)."""
+
+    def __init__(self, clients: list[Client], conversations: list[str], threads: int) -> None:
+        self.clients, self.conversations = clients, conversations
+        self.answers: list[tuple[float, int | None, str]] = []
+        super().__init__(threads)
+
+    def run(self, n: int) -> None:
+        client, conversation_id = (
+            self.clients[n % len(self.clients)],
+            self.conversations[n % len(self.clients)],
+        )
+        while not self.stopping.is_set():
+            try:
+                response = client.request("GET", history_url(conversation_id))
+            except requests.RequestException as exc:
+                self.answers.append((time.monotonic(), None, repr(exc)))
+                continue
+            self.answers.append((time.monotonic(), response.status_code, response.text[:300]))
+
+
+def test_reads_carry_on_from_the_primary_when_the_replica_dies(servers, killable_standby):
+    users = [register(servers[n % 2], f"survivor{n}") for n in range(4)]
+    conversations = [new_conversation(user) for user in users]
+    for user, conversation_id in zip(users, conversations, strict=True):
+        user.json(201, "POST", messages_url(conversation_id), json={"role": "user", "content": "hello"})
+    time.sleep(1)  # the standby has replayed the appends (200 ms late): reads may go there
+    # Each user reads through both servers, two threads each.
+    clients = [on(user, server) for server in servers for user in users]
+    before = [statements_by_alias(server) for server in servers]
+    with Readers(clients, conversations * 2, threads=16) as readers:
+        time.sleep(1)
+        killable_standby.pg_ctl("stop", "-m", "immediate")
+        killed = time.monotonic()
+        time.sleep(3)
+    after = [statements_by_alias(server) for server in servers]
+    on_replica = sum(a.get("replica1", 0) - b.get("replica1", 0) for a, b in zip(after, before, strict=True))
+    assert on_replica > 0, "no read went to the replica before it died: nothing was tested"
+    statuses = Counter(status for _, status, _ in readers.answers)
+    after_kill = [answer for answer in readers.answers if answer[0] > killed]
+    assert len(after_kill) > 100, len(after_kill)
+    failed = [answer for answer in readers.answers if answer[1] != 200]
+    assert not failed, (statuses, failed[:5], servers[0].log_tail(3000))
