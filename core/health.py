@@ -4,12 +4,15 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 
+from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db import Error as DatabaseError
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import DATABASE_RETRY_AFTER_SECONDS
 
@@ -52,6 +55,17 @@ def database_unavailable_reason(
     return None
 
 
+def cache_unavailable_reason() -> str | None:
+    """None when the shared cache (Redis with REDIS_URL, where every request's throttles
+    count) answers, else why not; REDIS_TIMEOUT bounds the wait."""
+    try:
+        cache.get("readyz")
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        logger.error("Readiness check: the shared cache cannot be reached: %s", exc)
+        return "The shared cache cannot be reached."
+    return None
+
+
 @csrf_exempt  # nothing to protect, and other methods get 405 rather than a CSRF 403
 @never_cache
 @require_safe
@@ -64,8 +78,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_safe
 def readyz(request: HttpRequest) -> JsonResponse:
-    """The process can serve: the default database answers."""
-    reason = database_unavailable_reason()
+    """The process can serve: the default database answers, and so does the shared cache."""
+    reason = database_unavailable_reason() or cache_unavailable_reason()
     if reason is None:
         return JsonResponse({"status": "ok"})
     return JsonResponse(

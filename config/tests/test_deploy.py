@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -221,10 +222,38 @@ def test_settings_take_redis_cors_and_metrics_access_from_the_environment():
     assert shown["cache"] == {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": "redis://redis:6379/0",
+        "OPTIONS": {"socket_connect_timeout": 1.0, "socket_timeout": 1.0},
     }
     assert shown["cors"] == ["https://chat.example.com", "http://localhost:5173"]
     assert shown["networks"] == ["10.0.0.0/8", "fd00::/8"]
     assert shown["token"] == "scrape-me"
+
+
+ASK_THE_CACHE = """
+    import django, os, time
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.base"
+    django.setup()
+    from django.core.cache import cache
+    started = time.monotonic()
+    try:
+        cache.get("anything")
+    except Exception as exc:
+        print(type(exc).__name__, round(time.monotonic() - started, 1))
+"""
+
+
+def test_a_redis_that_stops_answering_fails_within_redis_timeout():
+    """A listening socket that never answers, as a partitioned Redis looks: the request's
+    cache read gives up after REDIS_TIMEOUT (which the API answers as a 503), not after TCP's
+    minutes."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        result = run_python(ASK_THE_CACHE, REDIS_URL=f"redis://127.0.0.1:{port}/0", REDIS_TIMEOUT="0.5")
+
+    assert result.returncode == 0, result.stderr
+    error, seconds = result.stdout.split()
+    assert error == "TimeoutError"
+    assert 0.4 <= float(seconds) < 3
 
 
 def test_without_redis_the_cache_is_local_memory():

@@ -59,6 +59,26 @@ def test_readyz_recovers_when_the_database_is_back(client, unreachable_default_d
     assert client.get(reverse("readyz")).status_code == status.HTTP_200_OK
 
 
+@pytest.mark.django_db
+def test_readyz_is_503_when_redis_cannot_be_reached(client, settings):
+    """Every API request counts its throttles in Redis: a server without it cannot serve."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{closed_port}/0",
+        }
+    }
+
+    response = client.get(reverse("readyz"))
+
+    assert response.status_code == status.HTTP_503_SERVICE_UNAVAILABLE
+    assert response.json() == {"status": "unavailable", "detail": "The shared cache cannot be reached."}
+    assert response["Retry-After"] == str(DATABASE_RETRY_AFTER_SECONDS)
+
+
 @pytest.fixture
 def silent_server():
     """A TCP server that accepts connections and never says a word: a hung database."""
