@@ -30,6 +30,17 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.fixture
+def unreachable_redis(settings):
+    """Django's cache (where the throttles count) pointed at a Redis that is not there."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
+        }
+    }
+
+
 def unreachable_copy(settings_dict: dict, missing_dir, *, pool_timeout: float | None) -> dict:
     """``settings_dict`` pointed at a database server that is not there.
 

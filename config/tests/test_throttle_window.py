@@ -5,7 +5,6 @@ step, so requests arriving at once never admit more than the limit."""
 
 import os
 import secrets
-import socket
 import sys
 import threading
 
@@ -156,17 +155,8 @@ def test_a_throttled_request_is_429_with_retry_after(cache_kind, settings, monke
     assert client.get(reverse("test-echo"), REMOTE_ADDR="203.0.113.10").status_code == status.HTTP_200_OK
 
 
-def test_an_unreachable_redis_is_a_503_with_retry_after(settings, monkeypatch):
+def test_an_unreachable_redis_is_a_503_with_retry_after(unreachable_redis, monkeypatch):
     """Not a 500: the throttles cannot count, so nothing is served until Redis is back."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed_port = sock.getsockname()[1]
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{closed_port}/0",
-        }
-    }
     rates = {"anon": "2/minute", "user": None, "login": None}
     monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
 
