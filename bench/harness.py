@@ -4,14 +4,17 @@ failure must not lose the other figures, the gunicorn workers, and the exit stat
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import secrets
+import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from bench import server
 from bench.loaddata import progress
@@ -98,6 +101,24 @@ def start_server(kind: str, env: dict[str, str], *, workers: int | None = None) 
     return server.start(
         kind, env=env, workers=count if workers is None else workers, threads=threads, log_dir=TMP_DIR
     )
+
+
+def figures_of(module: str, *args: str, marker: str, env: dict[str, str]) -> Any:
+    """Run ``python -m module args`` in a process of its own (in-process timings measured
+    away from the harness), and the JSON it printed after ``marker``."""
+    done = subprocess.run(  # noqa: S603 (this interpreter and a bench module)
+        [sys.executable, "-m", module, *args],
+        cwd=BENCH_DIR.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith(f"{marker} ")]
+    if not lines:
+        raise RuntimeError(f"{module} printed nothing: {done.stderr[-3000:]}")
+    return json.loads(lines[-1].removeprefix(f"{marker} "))
 
 
 def exit_if_incomplete(label: str, missing: list[str], errors: list[dict[str, str]]) -> None:

@@ -31,8 +31,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import asdict, dataclass
@@ -43,7 +41,7 @@ from urllib.parse import urlsplit
 import psycopg
 
 from bench import harness, loadgen, server
-from bench.harness import BENCH_DIR, TMP_DIR
+from bench.harness import TMP_DIR
 from bench.loaddata import admin_url, load_stage, progress, vacuum_analyze
 from bench.loadgen import Target
 from bench.run import latency_ratio, print_table, round_ratios, with_database
@@ -350,19 +348,9 @@ class ReplicationBench(harness.Steps):
             "DATABASE_REPLICA_URLS": self.replica_url,
             "DATABASE_REPLICA_MAX_LAG": "3600",
         }
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.ryw_timing", str(self.p.decision_calls), *self.readers[:3]],
-            cwd=BENCH_DIR.parent,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
+        figures = self.figures["ryw"] = harness.figures_of(
+            "bench.ryw_timing", str(self.p.decision_calls), *self.readers[:3], marker="BENCH_RYW", env=env
         )
-        lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH_RYW ")]
-        if not lines:
-            raise RuntimeError(f"bench.ryw_timing printed nothing: {done.stderr[-3000:]}")
-        figures = self.figures["ryw"] = json.loads(lines[-1].removeprefix("BENCH_RYW "))
         for state in ("none", "replayed", "ahead", "redis_get"):
             f = figures[state]
             progress(

@@ -48,7 +48,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from bench import harness, loadgen
-from bench.harness import BENCH_DIR, TMP_DIR
+from bench.harness import TMP_DIR
 from bench.loaddata import ConversationInfo, load_conversation, load_stage, progress, vacuum_analyze, verify
 from bench.loadgen import Target
 
@@ -644,28 +644,14 @@ class Bench(harness.Steps):
             roles = {"serving": "app", **roles}
         by_role = {}
         for label, role in roles.items():
-            command = [
-                sys.executable,
-                "-m",
+            by_role[label] = harness.figures_of(
                 "bench.agent",
                 longest.user_id,
                 longest.id,
                 str(self.p.agent_repeat),
-            ]
-            env = {**os.environ, "DJANGO_DATABASE_ROLE": role}
-            done = subprocess.run(
-                command,
-                cwd=BENCH_DIR.parent,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=900,
-                check=False,
+                marker="BENCH_AGENT",
+                env={**os.environ, "DJANGO_DATABASE_ROLE": role},
             )
-            lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH_AGENT ")]
-            if not lines:
-                raise RuntimeError(f"bench.agent ({label}) printed nothing: {done.stderr[-3000:]}")
-            by_role[label] = json.loads(lines[-1].removeprefix("BENCH_AGENT "))
             ours, p = (
                 by_role[label]["ours_history_50"]["median_ms"],
                 by_role[label]["p_get_messages"]["median_ms"],
@@ -680,19 +666,14 @@ class Bench(harness.Steps):
         longest = max((c for c in self.conversations if c.length <= 1000), key=lambda c: c.length)
         rounds = str(self.p.agent_repeat * STATEMENT_ROUNDS_PER_AGENT_REPEAT)
         role = "app" if os.environ.get("DATABASE_APP_URL") else "owner"
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.statement_timings", longest.user_id, longest.id, rounds],
-            cwd=BENCH_DIR.parent,
+        figures = self.figures["statements"] = harness.figures_of(
+            "bench.statement_timings",
+            longest.user_id,
+            longest.id,
+            rounds,
+            marker="BENCH_STATEMENTS",
             env={**os.environ, "DJANGO_DATABASE_ROLE": role},
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
         )
-        lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH_STATEMENTS ")]
-        if not lines:
-            raise RuntimeError(f"bench.statement_timings printed nothing: {done.stderr[-3000:]}")
-        figures = self.figures["statements"] = json.loads(lines[-1].removeprefix("BENCH_STATEMENTS "))
         for name in STATEMENTS:
             f = figures[name]
             progress(
