@@ -1,8 +1,11 @@
 import uuid
+from typing import Any
 
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.db.models.functions import Lower
+
+from core import replicas
 
 # The unique index of usernames folded to lower case: registration checks against the same
 # expression (accounts.services.username_taken), so this index serves that lookup too.
@@ -25,6 +28,13 @@ class User(AbstractUser):
         editable=False,
         help_text="Created for a token of the external identity provider.",
     )
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        super().save(*args, **kwargs)
+        # The user's write, however it is made (an operator's changepassword too): their token
+        # lookups go to a replica only once it has the change, so a replaced password's
+        # tokens stop there as on the primary (core/replicas.py).
+        replicas.written(self.pk)
 
     @property
     def may_use_external_tokens(self) -> bool:

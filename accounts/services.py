@@ -117,10 +117,7 @@ def user_password_change(*, user: User, old_password: str, new_password: str) ->
     if errors:
         raise ValidationError(errors)
     user.set_password(new_password)
-    # As the user's write, so that the user's token lookups go to a replica only once it has
-    # the new password (core/replicas.py): until then old tokens still match there.
-    with user_scope(user, atomic=True):
-        user.save(update_fields=["password"])
+    user.save(update_fields=["password"])  # the user's write (User.save): old tokens stop on replicas too
 
 
 def refresh_token_revoke(*, user: User, refresh: str) -> None:

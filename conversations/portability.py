@@ -584,7 +584,7 @@ def conversation_import(*, user: User, conversation: Record, messages: list[Reco
     # An atomic block of its own (a savepoint when nested) on both backends, so that a refused
     # conversation leaves nothing behind even inside a caller's transaction on SQLite, where
     # user_scope adds none.
-    with transaction.atomic(), user_scope(user):
+    with transaction.atomic(), user_scope(user, atomic=True):
         existing = (
             conversation_list(user=user)
             .filter(pk=conversation["id"])

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from django.db.models import QuerySet
 
 from accounts.models import User
+from core import replicas
 from core.rls import all_users, user_scope
 
 from .models import Conversation, Message
@@ -104,6 +105,11 @@ def conversations_prune(
             ids = list(conversations_expired_batch(cutoff=cutoff, user=user, batch_size=batch_size))
             if not ids:
                 return totals
+            if user is None and replicas.configured():
+                # Each owner's reads wait for the replicas to have the delete, as after their own.
+                owners = Conversation.objects.filter(pk__in=ids).values_list("user_id", flat=True)
+                for owner in set(owners):
+                    replicas.written(owner)
             _, deleted = Conversation.objects.filter(pk__in=ids).delete()
         totals.conversations += deleted.get(Conversation._meta.label, 0)
         totals.messages += deleted.get(Message._meta.label, 0)

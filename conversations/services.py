@@ -43,7 +43,7 @@ class IdempotencyKeyReused(Exception):
 
 @audit.audited("conversation.create")
 def conversation_create(*, user: User, title: str = "", metadata: Metadata | None = None) -> Conversation:
-    with user_scope(user):
+    with user_scope(user, atomic=True):
         return Conversation.objects.create(user=user, title=title, metadata=metadata or {})
 
 

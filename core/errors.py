@@ -24,6 +24,8 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler
 
+from core import replicas
+
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/"
@@ -80,6 +82,7 @@ def as_api_exception(exc: Exception) -> Exception:
     # Also psycopg_pool's PoolTimeout, which Django wraps as OperationalError.
     if isinstance(exc, OperationalError | InterfaceError):
         logger.error("Database unavailable: %s", exc)
+        replicas.failed(exc)  # a read-only request may be answered again from the primary
         return DatabaseUnavailable()
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
         logger.error("Redis unavailable: %s", exc)

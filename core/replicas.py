@@ -24,17 +24,23 @@ Read-your-writes, after GitLab's database load balancer:
 - A replica is checked (position, lag, still streaming) at least every ``CHECK_INTERVAL``
   seconds; one that cannot be reached, has stopped streaming, or lags more than
   ``DATABASE_REPLICA_MAX_LAG`` seconds is skipped until a later check finds it well.
-- A read that fails on its replica (the replica died under it, or cannot be connected to) is
-  run again on the primary, once: a read-only request by core.middleware (its throttle counts
-  it twice), a selector by ``reads`` (``replica_failed`` says whether the failure was the
-  replica's). A replica whose connection no longer works is skipped at once, not at its next
-  check.
+- A read that fails on its replica (the replica died under it, its pooled connection is dead,
+  no connection came in time, a recovery conflict cancelled it) is run again on the primary,
+  once: a read-only request by core.middleware (its throttle counts it twice), a selector by
+  ``reads`` (``replica_failed`` says whether the failure was the replica's). A statement
+  timeout is not retried: it would only cost the primary as much. The replica is checked
+  again at once, by the next read that picks it, over a fresh connection when its pool fails:
+  a saturated pool does not retire a replica, a dead server does.
+- A block reads for one user: a second, different user in the same block (agent code that
+  wraps several users' reads in one ``read_only``) sends the rest of the block to the primary,
+  since the replica was chosen for the first user's writes.
 
 Row-level security is unchanged on a replica: the identity is a session setting, which a hot
 standby allows, set by the same lookup as on the primary.
 """
 
 import contextlib
+import copy
 import functools
 import itertools
 import logging
@@ -64,6 +70,10 @@ POSITION_MAX_AGE = 0.005
 # is left alone before the next try.
 CHECK_INTERVAL = 1.0
 RETRY_INTERVAL = 5.0
+# The failures of a read on a replica that the primary may not share: hot-standby recovery
+# conflicts (40001) and the server shutting down or restarting (57P01-57P04). Connection
+# failures carry no SQLSTATE. A statement timeout (57014) would only recur on the primary.
+RETRIED_SQLSTATES = frozenset({"40001", "57P01", "57P02", "57P03", "57P04"})
 
 # The replica's position (on a promoted one, which is now a primary, its own), how many
 # seconds its replay is behind (0 when it has replayed all it received), and whether it still
@@ -106,9 +116,12 @@ class _Replica:
 
 @dataclass
 class _Block:
-    """A read-only block: the database its reads use, once chosen."""
+    """A read-only block: the database its reads use, once chosen, for which user, and the
+    last database error an API answer was made of (``failed``)."""
 
     alias: str | None = None
+    user: str | None = None
+    error: BaseException | None = None
 
 
 _block: ContextVar[_Block | None] = ContextVar("replica_reads", default=None)
@@ -143,18 +156,27 @@ def reads(function: Callable[P, R]) -> Callable[P, R]:
         with read_only():
             try:
                 return function(*args, **kwargs)
-            except DatabaseError:
-                if not replica_failed():
+            except DatabaseError as exc:
+                if not replica_failed(exc):
                     raise
             return function(*args, **kwargs)
 
     return reading
 
 
-def replica_failed() -> bool:
-    """After a database error in a read-only block: whether it was the replica's that the
-    block reads from. If so the rest of the block reads from the primary, and a replica whose
-    connection no longer works is skipped until a later check finds it well."""
+def failed(error: BaseException) -> None:
+    """Note the database error that an API answer (a 503) is being made of, for
+    ``replica_failed`` to judge once the answer reaches core.middleware."""
+    block = _block.get()
+    if block is not None:
+        block.error = error
+
+
+def replica_failed(error: BaseException | None = None) -> bool:
+    """After a database error in a read-only block (``error``, else the one ``failed`` noted):
+    whether it was the replica's that the block reads from, and one that the primary may not
+    share. If so the rest of the block reads from the primary, and the replica is checked
+    again by the next read that picks it."""
     block = _block.get()
     if block is None or block.alias is None or block.alias == DEFAULT_DB_ALIAS:
         return False
@@ -162,12 +184,13 @@ def replica_failed() -> bool:
     if not connection.errors_occurred:  # Django's flag: an error that may break the connection
         return False
     connection.errors_occurred = False
-    if not connection.is_usable():
-        replica = _replica(block.alias)
-        replica.checked_at = time.monotonic()
-        _set_usable(replica, False, "failed under a read")
+    sqlstate = getattr(getattr(error or block.error, "__cause__", None), "sqlstate", None)
+    if sqlstate is not None and sqlstate not in RETRIED_SQLSTATES:
+        return False
+    logger.warning("Replica %s failed under a read (%s): reading from the primary", block.alias, sqlstate)
     with contextlib.suppress(DatabaseError):
         connection.close()
+    _replica(block.alias).checked_at = float("-inf")  # due: the next read that picks it checks it
     block.alias = DEFAULT_DB_ALIAS
     return True
 
@@ -179,8 +202,11 @@ def reads_for(user_id: uuid.UUID | str) -> str:
     block = _block.get()
     if block is None or connections[DEFAULT_DB_ALIAS].in_atomic_block:
         return DEFAULT_DB_ALIAS
+    user = str(user_id)
     if block.alias is None:
-        block.alias = _choose(str(user_id))
+        block.alias, block.user = _choose(user), user
+    elif block.user != user:
+        block.alias = DEFAULT_DB_ALIAS  # chosen for another user's writes
     return block.alias
 
 
@@ -196,7 +222,10 @@ def written(user_id: uuid.UUID | str) -> None:
     """Inside a transaction that writes for ``user_id``: once it commits, that user's reads
     go to replicas only when they have replayed it."""
     if configured():
-        transaction.on_commit(partial(_remember_write, str(user_id)), using=DEFAULT_DB_ALIAS)
+        # Robust: the write has committed, and its answer must say so even when Redis or the
+        # primary fails now (the failure is logged; that write's reads may then be stale on
+        # a replica for up to DATABASE_REPLICA_MAX_LAG).
+        transaction.on_commit(partial(_remember_write, str(user_id)), using=DEFAULT_DB_ALIAS, robust=True)
 
 
 class ReplicaRouter:
@@ -278,13 +307,9 @@ def _check(replica: _Replica) -> None:
     if not replica.checking.acquire(blocking=False):
         return
     try:
-        connection = connections[replica.alias]
         try:
-            with connection.cursor() as cursor:
-                cursor.execute(CHECK_SQL)
-                position, lag, streaming = cursor.fetchone()
+            position, lag, streaming = _ask(replica.alias)
         except DatabaseError as exc:
-            connection.close()
             _set_usable(replica, False, f"cannot be read ({exc.__class__.__name__}: {exc})")
             return
         replica.position = int(position) if position is not None else -1
@@ -297,6 +322,32 @@ def _check(replica: _Replica) -> None:
     finally:
         replica.checked_at = time.monotonic()
         replica.checking.release()
+
+
+def _ask(alias: str) -> tuple[Any, ...]:
+    """CHECK_SQL's answer: over this thread's pooled connection, else (a dead pooled connection,
+    or none free in time: a busy replica is not a dead one) over a fresh connection."""
+    connection = connections[alias]
+    try:
+        return _check_row(connection)
+    except DatabaseError:
+        with contextlib.suppress(DatabaseError):
+            connection.close()
+    fresh = connections.create_connection(alias)
+    fresh.settings_dict = copy.deepcopy(fresh.settings_dict)
+    fresh.settings_dict["OPTIONS"].pop("pool", None)
+    try:
+        return _check_row(fresh)
+    finally:
+        with contextlib.suppress(DatabaseError):
+            fresh.close()
+
+
+def _check_row(connection: Any) -> tuple[Any, ...]:
+    with connection.cursor() as cursor:
+        cursor.execute(CHECK_SQL)
+        row: tuple[Any, ...] = cursor.fetchone()
+        return row
 
 
 def _set_usable(replica: _Replica, usable: bool, why: str) -> None:

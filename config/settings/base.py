@@ -170,6 +170,18 @@ for number, replica_url in enumerate(env.list("DATABASE_REPLICA_URLS", default=[
         raise ImproperlyConfigured("DATABASE_REPLICA_URLS must name PostgreSQL hot standbys.")
     # A replica that does not answer is skipped after this wait, its reads going to the primary.
     replica["OPTIONS"]["pool"]["timeout"] = env.float("DATABASE_REPLICA_POOL_TIMEOUT", default=1.0)  # type: ignore[index]
+    # A replica cut off by the network (no refusal, no answer) fails a connection attempt, a
+    # read or an idle pooled connection within seconds, not when TCP gives up minutes later.
+    # (The URL's own query parameters win.)
+    network_timeouts = {
+        "connect_timeout": 2,
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 10_000,  # ms
+    }
+    replica["OPTIONS"] = {**network_timeouts, **replica["OPTIONS"]}  # type: ignore[dict-item]
     # Never created or migrated as a database of its own, in tests either: it is the primary's.
     replica["TEST"] = {"MIRROR": "default"}
     DATABASES[f"replica{number}"] = replica
@@ -352,6 +364,10 @@ if DATABASE_REPLICAS and not REDIS_URL:
     raise ImproperlyConfigured(
         "DATABASE_REPLICA_URLS needs REDIS_URL: every app server must see each user's last write there."
     )
+if DATABASE_REPLICAS and any(separator in REDIS_URL for separator in ",;"):
+    # Django's cache would read from the Redis replicas named after the first, which may not
+    # have a user's last write position yet.
+    raise ImproperlyConfigured("With DATABASE_REPLICA_URLS, REDIS_URL must name one Redis server.")
 # A Redis that stops answering (a partition, not a refused connection) costs a request this
 # many seconds and then a 503, instead of holding the worker until TCP gives up.
 REDIS_TIMEOUT = env.float("REDIS_TIMEOUT", default=1.0)

@@ -98,8 +98,10 @@ def new_conversation(client: Client) -> str:
 def test_a_user_always_reads_their_own_appends_through_either_server(servers):
     def pairs(worker: int) -> int:
         client = register(servers[worker % 2], f"ryw{worker}")
-        conversation_id = new_conversation(client)
         clients = [on(client, server) for server in servers]
+        conversation_id = new_conversation(clients[0])
+        # A new conversation is the user's write too: the other server finds it at once.
+        assert clients[1].json(200, "GET", f"{CONVERSATIONS}{conversation_id}/")["message_count"] == 0
         for n in range(PAIRS // PAIR_THREADS):
             content = f"append {worker}-{n}"
             writer, reader = clients[n % 2], clients[(n + 1) % 2]
