@@ -23,7 +23,10 @@ Read-your-writes, after GitLab's database load balancer:
   So a read costs one GET in Redis, and a round trip to the replica only right after a write.
 - A replica is checked (position, lag, still streaming) at least every ``CHECK_INTERVAL``
   seconds; one that cannot be reached, has stopped streaming, or lags more than
-  ``DATABASE_REPLICA_MAX_LAG`` seconds is skipped until a later check finds it well.
+  ``DATABASE_REPLICA_MAX_LAG`` seconds is skipped until a later check finds it well. Lag is
+  the replica's own (replay behind receipt) and its position against the primary's of
+  ``DATABASE_REPLICA_MAX_LAG`` seconds ago, sampled by the checks (``_behind_primary``), which
+  also sees a replica that has stopped receiving.
 - A read that fails on its replica (the replica died under it, its pooled connection is dead,
   no connection came in time, a recovery conflict cancelled it) is run again on the primary,
   once: a read-only request by core.middleware (its throttle counts it twice), a selector by
@@ -47,6 +50,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -89,6 +93,9 @@ SELECT
     NOT pg_is_in_recovery() OR EXISTS (SELECT FROM pg_stat_wal_receiver)
 """
 WRITTEN_SQL = "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"
+# The primary's position as a replica's replay reaches it: the write position ends where the
+# last record does (the insert position may already count the next page's header).
+PRIMARY_POSITION_SQL = "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"
 # Raise the stored position to ARGV[1], never lower it; either way it lives ARGV[2] more seconds.
 RAISE_LUA = """
 local stored = tonumber(redis.call('GET', KEYS[1]) or '-1')
@@ -127,6 +134,9 @@ class _Block:
 _block: ContextVar[_Block | None] = ContextVar("replica_reads", default=None)
 _replicas: dict[str, _Replica] = {}
 _turns = itertools.count()
+# (monotonic time, the primary's WAL position) as the replica checks sampled it.
+_primary_positions: deque[tuple[float, int]] = deque()
+_primary_sampling = threading.Lock()
 
 
 def configured() -> bool:
@@ -313,15 +323,58 @@ def _check(replica: _Replica) -> None:
             _set_usable(replica, False, f"cannot be read ({exc.__class__.__name__}: {exc})")
             return
         replica.position = int(position) if position is not None else -1
+        behind = _behind_primary(replica.position)
         if not streaming:
             _set_usable(replica, False, "has stopped streaming from the primary")
         elif lag > settings.DATABASE_REPLICA_MAX_LAG:
             _set_usable(replica, False, f"lags {float(lag):.1f} s")
+        elif behind > settings.DATABASE_REPLICA_MAX_LAG:
+            _set_usable(replica, False, f"has not got what the primary wrote {behind:.1f} s ago")
         else:
             _set_usable(replica, True, "serves reads")
     finally:
         replica.checked_at = time.monotonic()
         replica.checking.release()
+
+
+def _behind_primary(position: int) -> float:
+    """Seconds since the primary was, as far as this process has seen, past ``position`` (a
+    replica's), 0 when it has not seen that; the primary's position is sampled at most every
+    CHECK_INTERVAL, by the checks.
+
+    The replica's own lag figure (replay behind its last replayed commit's time) is 0 when it
+    has replayed all it received, however little that is: a replica that has stopped
+    receiving (a slow or stalled link, a cascading standby whose upstream lags) looks
+    current. Against the primary's positions it does not. A process sees it once it has
+    sampled for DATABASE_REPLICA_MAX_LAG: any process that serves reads samples all along."""
+    if not _primary_sampling.acquire(blocking=False):  # another replica's check is at it
+        return 0.0
+    try:
+        now = time.monotonic()
+        _sample_primary(now)
+        for sampled_at, primary_position in _primary_positions:
+            if primary_position > position:
+                return now - sampled_at
+        return 0.0
+    finally:
+        _primary_sampling.release()
+
+
+def _sample_primary(now: float) -> None:
+    if _primary_positions and now - _primary_positions[-1][0] < CHECK_INTERVAL:
+        return
+    try:
+        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+            cursor.execute(PRIMARY_POSITION_SQL)
+            (position,) = cursor.fetchone()
+    except DatabaseError as exc:  # the primary's own trouble: the replica is judged without it
+        logger.warning("Replica check: the primary's position cannot be read (%s)", exc)
+        return
+    _primary_positions.append((now, int(position)))
+    # Older samples than the bound (and a check's interval) tell no more than the oldest kept.
+    horizon = now - settings.DATABASE_REPLICA_MAX_LAG - 2 * CHECK_INTERVAL
+    while len(_primary_positions) > 1 and _primary_positions[0][0] < horizon:
+        _primary_positions.popleft()
 
 
 def _ask(alias: str) -> tuple[Any, ...]:

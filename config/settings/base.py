@@ -186,7 +186,7 @@ for number, replica_url in enumerate(env.list("DATABASE_REPLICA_URLS", default=[
     replica["TEST"] = {"MIRROR": "default"}
     DATABASES[f"replica{number}"] = replica
     DATABASE_REPLICAS.append(f"replica{number}")
-# A replica whose replay is further behind than this (seconds) serves no reads until it catches up.
+# A replica further behind than this (seconds; core/replicas.py says how it is measured) serves no reads.
 DATABASE_REPLICA_MAX_LAG = env.float("DATABASE_REPLICA_MAX_LAG", default=10.0)
 if DATABASE_REPLICAS:
     DATABASE_ROUTERS = ["core.replicas.ReplicaRouter"]

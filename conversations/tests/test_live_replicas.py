@@ -11,10 +11,12 @@ carry on from the primary.
 import os
 import re
 import secrets
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -37,10 +39,24 @@ pytestmark = [pytest.mark.cluster, pytest.mark.postgresql]
 
 PAIRS = 1000
 PAIR_THREADS = 4
+STRICT_MAX_LAG = 2
 
 
 @pytest.fixture
 def servers(tmp_path) -> Iterator[list[LiveServer]]:
+    with replica_servers(tmp_path) as started:
+        yield started
+
+
+@pytest.fixture
+def strict_servers(tmp_path) -> Iterator[list[LiveServer]]:
+    """``servers`` whose replica may lag 2 s at most (DATABASE_REPLICA_MAX_LAG)."""
+    with replica_servers(tmp_path, DATABASE_REPLICA_MAX_LAG=str(STRICT_MAX_LAG)) as started:
+        yield started
+
+
+@contextmanager
+def replica_servers(tmp_path: Path, **settings: str) -> Iterator[list[LiveServer]]:
     delay = int(os.environ.get("STANDBY_APPLY_DELAY_MS_FOR_TESTS", "0"))
     assert delay >= 200, "run by make test-cluster: the standby must replay at least 200 ms late"
     assert os.environ.get("REDIS_URL"), "run by make test-cluster: replicas need Redis"
@@ -61,6 +77,7 @@ def servers(tmp_path) -> Iterator[list[LiveServer]]:
                     "DJANGO_SECRET_KEY": "replicas-" + secrets.token_hex(24),
                     "DATABASE_REPLICA_URLS": replica_url,
                     "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+                    **settings,
                 }
                 if started:
                     env["DJANGO_SECRET_KEY"] = started[0].env["DJANGO_SECRET_KEY"]
@@ -205,3 +222,60 @@ def test_reads_carry_on_from_the_primary_when_the_replica_dies(servers, killable
     assert len(after_kill) > 100, len(after_kill)
     failed = [answer for answer in readers.answers if answer[1] != 200]
     assert not failed, (statuses, failed[:5], servers[0].log_tail(3000))
+
+
+def superuser_on(port: str) -> psycopg.Connection:
+    return psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres", autocommit=True)
+
+
+def replica_reads(servers: list[LiveServer]) -> float:
+    return sum(statements_by_alias(server).get("replica1", 0) for server in servers)
+
+
+def test_a_replica_that_stops_receiving_serves_no_reads_past_the_lag_bound(strict_servers):
+    """The standby's WAL receiver stopped (SIGSTOP): it has replayed all it received, so its
+    own lag figure is 0, while the primary moves on. Past DATABASE_REPLICA_MAX_LAG the reads
+    go to the primary; once it receives again, back to the replica."""
+    servers = strict_servers
+    users = [register(servers[n % 2], f"stalled{n}") for n in range(2)]
+    conversations = [new_conversation(user) for user in users]
+    time.sleep(1)  # replayed (200 ms late): these users' reads may use the replica
+
+    def read_all() -> None:
+        for user, conversation_id in zip(users, conversations, strict=True):
+            for server in servers:
+                on(user, server).json(200, "GET", history_url(conversation_id))
+
+    before = replica_reads(servers)
+    read_all()
+    assert replica_reads(servers) > before, "the reads did not use the replica to begin with"
+
+    with superuser_on(os.environ["STANDBY_PORT_FOR_TESTS"]) as standby:
+        [(receiver,)] = standby.execute("SELECT pid FROM pg_stat_wal_receiver").fetchall()
+    with superuser_on(os.environ["PGPORT_FOR_TESTS"]) as primary:
+        # The primary's own work goes on (other users' writes, say), its commits not waiting
+        # for the stalled standby.
+        primary.execute("SET synchronous_commit = local")
+        os.kill(receiver, signal.SIGSTOP)
+        try:
+            # Each worker judges the replica by the primary positions it has seen, from its
+            # first check after the stall on: all of them within the bound and a few checks.
+            deadline = time.monotonic() + STRICT_MAX_LAG + 15
+            while True:
+                primary.execute("CREATE TABLE stall_marker (); DROP TABLE stall_marker")
+                before = replica_reads(servers)
+                for _ in range(10):
+                    read_all()  # the servers check the replica as they read
+                    time.sleep(0.05)
+                if replica_reads(servers) == before:
+                    break  # 40 reads through both servers, none on the replica
+                assert time.monotonic() < deadline, "a replica past the lag bound went on serving reads"
+        finally:
+            os.kill(receiver, signal.SIGCONT)
+
+    deadline = time.monotonic() + 30  # caught up, then found well by a retry (every 5 s)
+    before = replica_reads(servers)
+    while replica_reads(servers) == before:
+        assert time.monotonic() < deadline, "the replica never served reads again"
+        read_all()
+        time.sleep(0.2)
