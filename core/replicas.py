@@ -24,9 +24,9 @@ Read-your-writes, after GitLab's database load balancer:
 - A replica is checked (position, lag, still streaming) at least every ``CHECK_INTERVAL``
   seconds; one that cannot be reached, has stopped streaming, or lags more than
   ``DATABASE_REPLICA_MAX_LAG`` seconds is skipped until a later check finds it well. Lag is
-  the replica's own (replay behind receipt) and its position against the primary's of
-  ``DATABASE_REPLICA_MAX_LAG`` seconds ago, sampled by the checks (``_behind_primary``), which
-  also sees a replica that has stopped receiving.
+  the replica's own (replay behind receipt) and its receive position against what the primary
+  had flushed ``DATABASE_REPLICA_MAX_LAG`` seconds ago, which a thread of each process samples
+  (``_PrimarySampler``): that also sees a replica that has stopped receiving.
 - A read that fails on its replica (the replica died under it, its pooled connection is dead,
   no connection came in time, a recovery conflict cancelled it) is run again on the primary,
   once: a read-only request by core.middleware (its throttle counts it twice), a selector by
@@ -47,6 +47,7 @@ import copy
 import functools
 import itertools
 import logging
+import os
 import threading
 import time
 import uuid
@@ -75,9 +76,10 @@ POSITION_MAX_AGE = 0.005
 CHECK_INTERVAL = 1.0
 RETRY_INTERVAL = 5.0
 # The failures of a read on a replica that the primary may not share: hot-standby recovery
-# conflicts (40001) and the server shutting down or restarting (57P01-57P04). Connection
-# failures carry no SQLSTATE. A statement timeout (57014) would only recur on the primary.
-RETRIED_SQLSTATES = frozenset({"40001", "57P01", "57P02", "57P03", "57P04"})
+# conflicts (40001; 40P01, a buffer-pin deadlock with replay) and the server shutting down or
+# restarting (57P01-57P04). Connection failures carry no SQLSTATE. A statement timeout
+# (57014) would only recur on the primary.
+RETRIED_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "57P04"})
 
 # The replica's position (on a promoted one, which is now a primary, its own), how many
 # seconds its replay is behind (0 when it has replayed all it received), and whether it still
@@ -90,12 +92,13 @@ SELECT
     CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
         ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 'Infinity')
     END,
-    NOT pg_is_in_recovery() OR EXISTS (SELECT FROM pg_stat_wal_receiver)
+    NOT pg_is_in_recovery() OR EXISTS (SELECT FROM pg_stat_wal_receiver),
+    CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_flush_lsn() END
+        - '0/0'::pg_lsn
 """
 WRITTEN_SQL = "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"
-# The primary's position as a replica's replay reaches it: the write position ends where the
-# last record does (the insert position may already count the next page's header).
-PRIMARY_POSITION_SQL = "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"
+# What the primary has flushed, which is what it sends: a replica's receive position reaches it.
+PRIMARY_FLUSHED_SQL = "SELECT pg_current_wal_flush_lsn() - '0/0'::pg_lsn"
 # Raise the stored position to ARGV[1], never lower it; either way it lives ARGV[2] more seconds.
 RAISE_LUA = """
 local stored = tonumber(redis.call('GET', KEYS[1]) or '-1')
@@ -134,9 +137,6 @@ class _Block:
 _block: ContextVar[_Block | None] = ContextVar("replica_reads", default=None)
 _replicas: dict[str, _Replica] = {}
 _turns = itertools.count()
-# (monotonic time, the primary's WAL position) as the replica checks sampled it.
-_primary_positions: deque[tuple[float, int]] = deque()
-_primary_sampling = threading.Lock()
 
 
 def configured() -> bool:
@@ -193,10 +193,10 @@ def replica_failed(error: BaseException | None = None) -> bool:
     connection = connections[block.alias]
     if not connection.errors_occurred:  # Django's flag: an error that may break the connection
         return False
-    connection.errors_occurred = False
     sqlstate = getattr(getattr(error or block.error, "__cause__", None), "sqlstate", None)
     if sqlstate is not None and sqlstate not in RETRIED_SQLSTATES:
         return False
+    connection.errors_occurred = False
     logger.warning("Replica %s failed under a read (%s): reading from the primary", block.alias, sqlstate)
     with contextlib.suppress(DatabaseError):
         connection.close()
@@ -318,12 +318,12 @@ def _check(replica: _Replica) -> None:
         return
     try:
         try:
-            position, lag, streaming = _ask(replica.alias)
+            position, lag, streaming, received = _ask(replica.alias)
         except DatabaseError as exc:
             _set_usable(replica, False, f"cannot be read ({exc.__class__.__name__}: {exc})")
             return
         replica.position = int(position) if position is not None else -1
-        behind = _behind_primary(replica.position)
+        behind = _primary.behind(int(received) if received is not None else -1)
         if not streaming:
             _set_usable(replica, False, "has stopped streaming from the primary")
         elif lag > settings.DATABASE_REPLICA_MAX_LAG:
@@ -337,44 +337,71 @@ def _check(replica: _Replica) -> None:
         replica.checking.release()
 
 
-def _behind_primary(position: int) -> float:
-    """Seconds since the primary was, as far as this process has seen, past ``position`` (a
-    replica's), 0 when it has not seen that; the primary's position is sampled at most every
-    CHECK_INTERVAL, by the checks.
+class _PrimarySampler:
+    """The primary's flushed WAL position, sampled every CHECK_INTERVAL by a thread of this
+    process over a connection of its own: never in a request, so that a primary that is down
+    or slow holds no replica read.
 
-    The replica's own lag figure (replay behind its last replayed commit's time) is 0 when it
-    has replayed all it received, however little that is: a replica that has stopped
-    receiving (a slow or stalled link, a cascading standby whose upstream lags) looks
-    current. Against the primary's positions it does not. A process sees it once it has
-    sampled for DATABASE_REPLICA_MAX_LAG: any process that serves reads samples all along."""
-    if not _primary_sampling.acquire(blocking=False):  # another replica's check is at it
-        return 0.0
-    try:
+    A replica's own lag figure (replay behind its last replayed commit's time) is 0 when it
+    has replayed all it received, however little that is: one that has stopped receiving (a
+    stalled or slow link, a cascading standby whose upstream lags) looks current. Its receive
+    position against what the primary had flushed (and so sent) DATABASE_REPLICA_MAX_LAG
+    ago does not."""
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[float, int]] = deque()
+        self.lock = threading.Lock()
+        self.pid: int | None = None  # the process whose thread samples (none survives a fork)
+
+    def behind(self, received: int) -> float:
+        """Seconds since the primary had flushed past ``received`` (a replica's receive
+        position), as far as the samples tell; 0 when they do not."""
+        self._ensure_sampling()
         now = time.monotonic()
-        _sample_primary(now)
-        for sampled_at, primary_position in _primary_positions:
-            if primary_position > position:
-                return now - sampled_at
+        with self.lock:
+            self._forget(now)
+            for sampled_at, flushed in self.samples:
+                if flushed > received:
+                    return now - sampled_at
         return 0.0
-    finally:
-        _primary_sampling.release()
+
+    def _ensure_sampling(self) -> None:
+        with self.lock:
+            if self.pid == os.getpid():
+                return
+            self.pid = os.getpid()
+            self.samples.clear()
+        threading.Thread(target=self._sample_forever, name="replicas-primary", daemon=True).start()
+
+    def _forget(self, now: float) -> None:
+        # Samples older than the bound and a check's interval tell no more than the oldest kept.
+        horizon = now - settings.DATABASE_REPLICA_MAX_LAG - 2 * CHECK_INTERVAL
+        while self.samples and self.samples[0][0] < horizon:
+            self.samples.popleft()
+
+    def _sample_forever(self) -> None:
+        connection = None
+        while True:
+            try:
+                if connection is None:
+                    connection = _unpooled(DEFAULT_DB_ALIAS)
+                    with self.lock:  # a new primary (a failover) numbers its WAL afresh
+                        self.samples.clear()
+                row = _fetch_row(connection, PRIMARY_FLUSHED_SQL)
+                with self.lock:
+                    now = time.monotonic()
+                    self.samples.append((now, int(row[0])))
+                    self._forget(now)
+            except DatabaseError as exc:
+                logger.warning("Replica checks: the primary's position cannot be read (%s)", exc)
+                if connection is not None:
+                    with contextlib.suppress(DatabaseError):
+                        connection.close()
+                connection = None
+            time.sleep(CHECK_INTERVAL)
 
 
-def _sample_primary(now: float) -> None:
-    if _primary_positions and now - _primary_positions[-1][0] < CHECK_INTERVAL:
-        return
-    try:
-        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-            cursor.execute(PRIMARY_POSITION_SQL)
-            (position,) = cursor.fetchone()
-    except DatabaseError as exc:  # the primary's own trouble: the replica is judged without it
-        logger.warning("Replica check: the primary's position cannot be read (%s)", exc)
-        return
-    _primary_positions.append((now, int(position)))
-    # Older samples than the bound (and a check's interval) tell no more than the oldest kept.
-    horizon = now - settings.DATABASE_REPLICA_MAX_LAG - 2 * CHECK_INTERVAL
-    while len(_primary_positions) > 1 and _primary_positions[0][0] < horizon:
-        _primary_positions.popleft()
+_primary = _PrimarySampler()
 
 
 def _ask(alias: str) -> tuple[Any, ...]:
@@ -382,23 +409,30 @@ def _ask(alias: str) -> tuple[Any, ...]:
     or none free in time: a busy replica is not a dead one) over a fresh connection."""
     connection = connections[alias]
     try:
-        return _check_row(connection)
+        return _fetch_row(connection, CHECK_SQL)
     except DatabaseError:
         with contextlib.suppress(DatabaseError):
             connection.close()
-    fresh = connections.create_connection(alias)
-    fresh.settings_dict = copy.deepcopy(fresh.settings_dict)
-    fresh.settings_dict["OPTIONS"].pop("pool", None)
+    fresh = _unpooled(alias)
     try:
-        return _check_row(fresh)
+        return _fetch_row(fresh, CHECK_SQL)
     finally:
         with contextlib.suppress(DatabaseError):
             fresh.close()
 
 
-def _check_row(connection: Any) -> tuple[Any, ...]:
+def _unpooled(alias: str) -> Any:
+    """A connection to ``alias`` of its own, outside its pool, for the calling thread."""
+    connection = connections.create_connection(alias)
+    connection.settings_dict = copy.deepcopy(connection.settings_dict)
+    connection.settings_dict["OPTIONS"].pop("pool", None)
+    connection.settings_dict["OPTIONS"].setdefault("connect_timeout", 2)
+    return connection
+
+
+def _fetch_row(connection: Any, sql: str) -> tuple[Any, ...]:
     with connection.cursor() as cursor:
-        cursor.execute(CHECK_SQL)
+        cursor.execute(sql)
         row: tuple[Any, ...] = cursor.fetchone()
         return row
 
