@@ -107,9 +107,20 @@ def postgres_database(admin_url: str) -> Iterator[str]:
     try:
         yield urlunsplit(parts._replace(path=f"/{name}"))
     finally:
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        deadline = time.monotonic() + 15
         with psycopg.connect(conninfo, autocommit=True) as conn:
-            # FORCE ends connections the killed server's pool may have left behind.
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            while True:
+                try:
+                    # FORCE ends connections the killed server's pool may have left behind, but
+                    # only the owner's: the serving role's end by themselves once they read
+                    # their killed client's end of the socket, a moment later.
+                    conn.execute(drop)
+                    break
+                except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
 
 
 @contextlib.contextmanager
